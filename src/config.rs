@@ -1,0 +1,437 @@
+//! `config.toml`: the public interface of sinkd. Key names never change.
+//!
+//! Every value is checked while it is deserialized, so a wrong value is
+//! reported by toml with the exact line and column of the value, the same way
+//! a syntax error or an unknown key is.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Every address serves UDP and TCP.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// Clients outside these networks get REFUSED.
+    #[serde(default = "default_allow")]
+    pub allow: Vec<IpNet>,
+    /// Worker threads (and UDP sockets per address); 0 means one per core.
+    #[serde(default)]
+    pub threads: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            allow: default_allow(),
+            threads: 0,
+        }
+    }
+}
+
+fn default_listen() -> Vec<SocketAddr> {
+    vec!["0.0.0.0:53".parse().unwrap(), "[::]:53".parse().unwrap()]
+}
+
+/// Loopback, the RFC 1918 and unique-local ranges and link-local IPv6: the
+/// addresses a home LAN hands out. Everything else is a stranger.
+fn default_allow() -> Vec<IpNet> {
+    [
+        "127.0.0.0/8",
+        "::1/128",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "fc00::/7",
+        "fe80::/10",
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    #[serde(default = "default_upstreams")]
+    pub servers: NonEmpty<UpstreamSpec>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: Positive,
+}
+
+impl UpstreamConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.0)
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            servers: default_upstreams(),
+            timeout_ms: default_timeout_ms(),
+        }
+    }
+}
+
+fn default_upstreams() -> NonEmpty<UpstreamSpec> {
+    NonEmpty(vec![
+        "tls://9.9.9.9:853#dns.quad9.net".parse().unwrap(),
+        "tls://1.1.1.1:853#cloudflare-dns.com".parse().unwrap(),
+    ])
+}
+
+fn default_timeout_ms() -> Positive {
+    Positive(1500)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawCacheConfig")]
+pub struct CacheConfig {
+    pub size: usize,
+    pub min_ttl: u32,
+    pub max_ttl: u32,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            size: 100_000,
+            min_ttl: 0,
+            max_ttl: 86_400,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCacheConfig {
+    size: Option<usize>,
+    min_ttl: Option<u32>,
+    max_ttl: Option<u32>,
+}
+
+impl TryFrom<RawCacheConfig> for CacheConfig {
+    type Error = String;
+    fn try_from(raw: RawCacheConfig) -> Result<Self, String> {
+        let default = CacheConfig::default();
+        let config = CacheConfig {
+            size: raw.size.unwrap_or(default.size),
+            min_ttl: raw.min_ttl.unwrap_or(default.min_ttl),
+            max_ttl: raw.max_ttl.unwrap_or(default.max_ttl),
+        };
+        if config.min_ttl > config.max_ttl {
+            return Err(format!(
+                "min_ttl ({}) is larger than max_ttl ({})",
+                config.min_ttl, config.max_ttl
+            ));
+        }
+        Ok(config)
+    }
+}
+
+/// A list that must have at least one element.
+#[derive(Debug, Clone)]
+pub struct NonEmpty<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for NonEmpty<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let items = Vec::<T>::deserialize(d)?;
+        if items.is_empty() {
+            return Err(serde::de::Error::custom("needs at least one entry"));
+        }
+        Ok(NonEmpty(items))
+    }
+}
+
+/// A whole number greater than zero.
+#[derive(Debug, Clone, Copy)]
+pub struct Positive(pub u64);
+
+impl<'de> Deserialize<'de> for Positive {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u64::deserialize(d)? {
+            0 => Err(serde::de::Error::custom("must be greater than 0")),
+            n => Ok(Positive(n)),
+        }
+    }
+}
+
+/// How sinkd talks to one upstream resolver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    /// DNS over TLS (RFC 7858); the name is checked against the certificate.
+    Tls { server_name: String },
+    /// DNS over HTTPS (RFC 8484), HTTP/2 POST.
+    Https { server_name: String, path: String },
+}
+
+/// One entry of `upstream.servers`: `udp://ip[:port]`, `tcp://ip[:port]`,
+/// `tls://ip[:port]#name`, `https://host[:port]/path` (`https://ip/path#name`
+/// to skip resolving the host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSpec {
+    pub transport: Transport,
+    pub host: Host,
+    pub port: u16,
+    /// As written in the config, for logs.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    Ip(IpAddr),
+    /// Resolved by the system resolver when connecting (DoH only).
+    Name(String),
+}
+
+impl fmt::Display for UpstreamSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl FromStr for UpstreamSpec {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (scheme, rest) = text.split_once("://").unwrap_or(("udp", text));
+        let (rest, fragment) = match rest.split_once('#') {
+            Some((r, f)) => (r, Some(f.to_string())),
+            None => (rest, None),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], Some(&rest[i..])),
+            None => (rest, None),
+        };
+        let default_port = match scheme {
+            "udp" | "tcp" => 53,
+            "tls" => 853,
+            "https" => 443,
+            other => {
+                return Err(format!(
+                    "unknown scheme `{other}://` in `{text}`: use udp://, tcp://, tls:// or https://"
+                ));
+            }
+        };
+        let (host, port) = split_host_port(authority, default_port)
+            .ok_or_else(|| format!("`{text}`: expected an address like 9.9.9.9 or [2620:fe::fe]:853"))?;
+        let host = match host.parse::<IpAddr>() {
+            Ok(ip) => Host::Ip(ip),
+            Err(_) if scheme == "https" && !host.is_empty() => Host::Name(host.to_string()),
+            Err(_) => {
+                return Err(format!(
+                    "`{text}`: {scheme}:// needs an IP address (a name would have to be resolved through sinkd itself)"
+                ));
+            }
+        };
+        let name_or_host = || match (&fragment, &host) {
+            (Some(name), _) => name.clone(),
+            (None, Host::Name(name)) => name.clone(),
+            (None, Host::Ip(ip)) => ip.to_string(),
+        };
+        let transport = match scheme {
+            "udp" | "tcp" if path.is_some() || fragment.is_some() => {
+                return Err(format!("`{text}`: {scheme}:// takes only an address and port"));
+            }
+            "udp" => Transport::Udp,
+            "tcp" => Transport::Tcp,
+            "tls" => Transport::Tls {
+                server_name: name_or_host(),
+            },
+            _ => Transport::Https {
+                server_name: name_or_host(),
+                path: path.unwrap_or("/dns-query").to_string(),
+            },
+        };
+        Ok(UpstreamSpec {
+            transport,
+            host,
+            port,
+            text: text.to_string(),
+        })
+    }
+}
+
+fn split_host_port(authority: &str, default_port: u16) -> Option<(&str, u16)> {
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if after.is_empty() => default_port,
+            None => return None,
+        };
+        return Some((host, port));
+    }
+    match authority.rsplit_once(':') {
+        // A bare IPv6 address has several colons and no port.
+        Some((host, _)) if host.contains(':') => Some((authority, default_port)),
+        Some((host, port)) => Some((host, port.parse().ok()?)),
+        None => Some((authority, default_port)),
+    }
+}
+
+impl<'de> Deserialize<'de> for UpstreamSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A problem with a file sinkd reads, located for a person: `path:line:col: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.path.display(), self.line)?;
+        if let Some(col) = self.column {
+            write!(f, ":{col}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// A loaded configuration and where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub path: PathBuf,
+}
+
+impl Loaded {
+    /// Relative paths in the config are relative to the config file's directory.
+    pub fn resolve(&self, relative: impl AsRef<Path>) -> PathBuf {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        dir.join(relative)
+    }
+}
+
+pub fn load(path: &Path) -> Result<Loaded, Problem> {
+    let text = std::fs::read_to_string(path).map_err(|e| Problem {
+        path: path.to_path_buf(),
+        line: 0,
+        column: None,
+        message: format!("cannot read the config: {e}"),
+    })?;
+    let config = parse(&text).map_err(|(line, column, message)| Problem {
+        path: path.to_path_buf(),
+        line,
+        column: Some(column),
+        message,
+    })?;
+    Ok(Loaded {
+        config,
+        path: path.to_path_buf(),
+    })
+}
+
+/// Parses config text; an error comes with its 1-based line and column.
+pub fn parse(text: &str) -> Result<Config, (usize, usize, String)> {
+    toml::from_str(text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        let (line, column) = line_col(text, offset);
+        (line, column, e.message().trim().to_string())
+    })
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_a_home_setup() {
+        let config = parse("").unwrap();
+        assert_eq!(config.server.listen.len(), 2);
+        assert!(config.server.allow.iter().any(|n| n.to_string() == "192.168.0.0/16"));
+        assert_eq!(config.cache.size, 100_000);
+        assert!(matches!(
+            config.upstream.servers.0[0].transport,
+            Transport::Tls { .. }
+        ));
+    }
+
+    #[test]
+    fn upstream_forms() {
+        let s: UpstreamSpec = "udp://1.1.1.1".parse().unwrap();
+        assert_eq!((s.transport, s.port), (Transport::Udp, 53));
+        let s: UpstreamSpec = "tcp://[2606:4700::1111]:5353".parse().unwrap();
+        assert_eq!(s.port, 5353);
+        assert_eq!(s.host, Host::Ip("2606:4700::1111".parse().unwrap()));
+        let s: UpstreamSpec = "tls://9.9.9.9#dns.quad9.net".parse().unwrap();
+        assert_eq!(
+            s.transport,
+            Transport::Tls {
+                server_name: "dns.quad9.net".into()
+            }
+        );
+        assert_eq!(s.port, 853);
+        let s: UpstreamSpec = "https://dns.quad9.net/dns-query".parse().unwrap();
+        assert_eq!(s.host, Host::Name("dns.quad9.net".into()));
+        let s: UpstreamSpec = "https://1.1.1.1/dns-query#cloudflare-dns.com".parse().unwrap();
+        assert_eq!(
+            s.transport,
+            Transport::Https {
+                server_name: "cloudflare-dns.com".into(),
+                path: "/dns-query".into()
+            }
+        );
+        assert!("quic://1.1.1.1".parse::<UpstreamSpec>().is_err());
+        assert!("tls://dns.quad9.net".parse::<UpstreamSpec>().is_err());
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let text = "[server]\nlisten = [\"127.0.0.1:53\"]\nlisen = 1\n";
+        let (line, col, msg) = parse(text).unwrap_err();
+        assert_eq!((line, col), (3, 1));
+        assert!(msg.contains("unknown field `lisen`"), "{msg}");
+
+        let text = "[upstream]\nservers = [\"udp://1.1.1.1\", \"ftp://x\"]\n";
+        let (line, col, msg) = parse(text).unwrap_err();
+        assert_eq!((line, col), (2, 11));
+        assert!(msg.contains("unknown scheme"), "{msg}");
+
+        let text = "[cache]\nmin_ttl = 600\nmax_ttl = 300\n";
+        let (line, _, msg) = parse(text).unwrap_err();
+        assert_eq!(line, 1);
+        assert!(msg.contains("min_ttl (600) is larger than max_ttl (300)"), "{msg}");
+
+        let (line, _, msg) = parse("[server]\nallow = [\"10.0.0.0/33\"]").unwrap_err();
+        assert_eq!(line, 2);
+        assert!(msg.contains("invalid"), "{msg}");
+    }
+}

@@ -1,0 +1,63 @@
+//! sinkd: a DNS sinkhole resolver for the home LAN. See `pipeline` for the
+//! path of one query; `DESIGN.md` in the shared folder for the architecture.
+
+pub mod cache;
+pub mod config;
+pub mod listener;
+pub mod pipeline;
+pub mod upstream;
+pub mod wire;
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::config::Loaded;
+use crate::listener::{BindError, TCP_MAX_CONNECTIONS};
+use crate::pipeline::Pipeline;
+
+/// Binds every listen address, then serves until SIGINT or SIGTERM.
+///
+/// Prints one `listening on ADDR` line per address and then `ready` on
+/// stdout, so scripts and tests started with port 0 learn the port.
+pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(), BindError> {
+    let config = &loaded.config;
+    let pipeline = Arc::new(Pipeline::new(config));
+    upstream::describe(pipeline.upstreams());
+
+    let mut bound = Vec::new();
+    for &addr in &config.server.listen {
+        match listener::bind(addr, udp_sockets_per_address) {
+            Ok(b) => bound.push(b),
+            Err(e) if e.is_missing_ipv6() && config.server.listen.len() > 1 => {
+                warn!("{e} (no IPv6 on this host?); serving the other addresses");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let tcp_slots = Arc::new(Semaphore::new(TCP_MAX_CONNECTIONS));
+    for b in bound {
+        println!("sinkd: listening on {} (udp, tcp)", b.addr);
+        b.spawn(pipeline.clone(), tcp_slots.clone());
+    }
+    info!(
+        upstreams = ?pipeline.upstreams().servers().collect::<Vec<_>>(),
+        config = %loaded.path.display(),
+        "ready"
+    );
+    println!("sinkd: ready");
+
+    shutdown_signal().await;
+    info!("shutting down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

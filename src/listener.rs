@@ -1,0 +1,250 @@
+//! The front end: UDP sockets (one per worker thread, SO_REUSEPORT, so the
+//! kernel spreads clients across cores) and TCP with pipelining (RFC 7766).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{debug, warn};
+
+use crate::pipeline::{Pipeline, Proto, Step};
+
+/// A TCP connection with nothing to say for this long is closed (RFC 7766
+/// suggests seconds, not minutes).
+pub const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Open TCP connections at most; more are closed at once.
+pub const TCP_MAX_CONNECTIONS: usize = 512;
+/// Answers waiting to be written on one TCP connection.
+const TCP_WRITE_QUEUE: usize = 64;
+/// Room for bursts: the kernel default (~208 KB) overflows at a few hundred
+/// queries in flight.
+const UDP_RECV_BUFFER: usize = 4 << 20;
+
+/// Sockets bound for one `listen` address.
+pub struct Bound {
+    pub addr: SocketAddr,
+    udp: Vec<UdpSocket>,
+    tcp: TcpListener,
+}
+
+/// Why a listen address could not be bound, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}{}", hint(.source, *.addr))]
+pub struct BindError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: io::Error,
+}
+
+impl BindError {
+    /// An IPv6 wildcard on a host without IPv6 is skipped, not fatal.
+    pub fn is_missing_ipv6(&self) -> bool {
+        self.addr.is_ipv6()
+            && matches!(
+                self.source.raw_os_error(),
+                Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+            )
+    }
+}
+
+fn hint(error: &io::Error, addr: SocketAddr) -> String {
+    match error.kind() {
+        io::ErrorKind::AddrInUse => format!(
+            "\n  another program holds port {port}: often systemd-resolved's stub on 127.0.0.53 \
+             (set DNSStubListener=no in /etc/systemd/resolved.conf, then `systemctl restart systemd-resolved`) \
+             or dnsmasq; `ss -lunp 'sport = :{port}'` shows which",
+            port = addr.port()
+        ),
+        io::ErrorKind::PermissionDenied => format!(
+            "\n  ports below 1024 need root or CAP_NET_BIND_SERVICE: run as root, use systemd/sinkd.service, \
+             or `sudo setcap cap_net_bind_service=+ep $(command -v sinkd)`; or listen on a high port such as {}:5353",
+            addr.ip()
+        ),
+        io::ErrorKind::AddrNotAvailable => {
+            "\n  that address is not on this machine: use 0.0.0.0 / [::] or an address from `ip addr`".into()
+        }
+        _ => String::new(),
+    }
+}
+
+fn socket_for(addr: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
+    if addr.is_ipv6() {
+        // [::] and 0.0.0.0 are both in the default config: keep them apart.
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+fn bind_udp(addr: SocketAddr, sockets: usize) -> io::Result<Vec<UdpSocket>> {
+    let mut bound = Vec::with_capacity(sockets);
+    let mut addr = addr;
+    for _ in 0..sockets.max(1) {
+        let socket = socket_for(addr, Type::DGRAM, Protocol::UDP)?;
+        socket.set_reuse_port(true)?;
+        // Best effort: the kernel caps it at net.core.rmem_max.
+        let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
+        socket.bind(&addr.into())?;
+        // With port 0 the first socket picks the port and the rest share it.
+        addr = socket.local_addr()?.as_socket().expect("an IP socket");
+        bound.push(UdpSocket::from_std(socket.into())?);
+    }
+    Ok(bound)
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket_for(addr, Type::STREAM, Protocol::TCP)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Binds UDP and TCP on `addr`, on the same port even when the port is 0.
+pub fn bind(addr: SocketAddr, udp_sockets: usize) -> Result<Bound, BindError> {
+    let fail = |source| BindError { addr, source };
+    let attempts = if addr.port() == 0 { 20 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let udp = bind_udp(addr, udp_sockets).map_err(fail)?;
+        let local = udp[0].local_addr().map_err(fail)?;
+        match bind_tcp(local) {
+            Ok(tcp) => return Ok(Bound { addr: local, udp, tcp }),
+            // The port UDP got is taken for TCP: try another.
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && addr.port() == 0 => last = Some(e),
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    Err(fail(last.expect("at least one attempt")))
+}
+
+impl Bound {
+    /// Runs every loop of this address until the process ends.
+    pub fn spawn(self, pipeline: Arc<Pipeline>, tcp_slots: Arc<Semaphore>) {
+        for socket in self.udp {
+            tokio::spawn(serve_udp(Arc::new(socket), pipeline.clone()));
+        }
+        tokio::spawn(serve_tcp(self.tcp, pipeline, tcp_slots));
+    }
+}
+
+async fn serve_udp(socket: Arc<UdpSocket>, pipeline: Arc<Pipeline>) {
+    let mut buf = vec![0u8; 65535];
+    let mut out = Vec::with_capacity(4096);
+    let mut key = Vec::with_capacity(300);
+    loop {
+        let (len, src) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here; keep serving.
+                debug!(error = %e, "udp receive");
+                continue;
+            }
+        };
+        match pipeline.answer_now(&buf[..len], src, Proto::Udp, &mut out, &mut key) {
+            Step::Reply => {
+                if let Err(e) = socket.send_to(&out, src).await {
+                    debug!(%src, error = %e, "udp send");
+                }
+            }
+            Step::Drop => {}
+            Step::Forward(pending) => {
+                let (socket, pipeline) = (socket.clone(), pipeline.clone());
+                tokio::spawn(async move {
+                    let answer = pipeline.answer_upstream(pending).await;
+                    if let Err(e) = socket.send_to(&answer, src).await {
+                        debug!(%src, error = %e, "udp send");
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, pipeline: Arc<Pipeline>, slots: Arc<Semaphore>) {
+    loop {
+        let (stream, src) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly.
+                warn!(error = %e, "tcp accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%src, "tcp connection limit reached, closing");
+            continue;
+        };
+        let pipeline = pipeline.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = serve_tcp_connection(stream, src, pipeline).await {
+                debug!(%src, error = %e, "tcp connection");
+            }
+        });
+    }
+}
+
+/// Reads queries as they come and answers each as soon as it is ready, so a
+/// slow upstream answer never holds up a cached one behind it (RFC 7766 6.2.1.1).
+async fn serve_tcp_connection(
+    stream: TcpStream,
+    src: SocketAddr,
+    pipeline: Arc<Pipeline>,
+) -> io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, writer) = stream.into_split();
+    let (answers, mut queue) = mpsc::channel::<Vec<u8>>(TCP_WRITE_QUEUE);
+    let write_loop = tokio::spawn(async move {
+        let mut writer = BufWriter::new(writer);
+        while let Some(answer) = queue.recv().await {
+            writer.write_all(&(answer.len() as u16).to_be_bytes()).await?;
+            writer.write_all(&answer).await?;
+            // Flush once the burst of ready answers is written.
+            if queue.is_empty() {
+                writer.flush().await?;
+            }
+        }
+        writer.shutdown().await
+    });
+
+    let mut buf = vec![0u8; 65535];
+    let mut out = Vec::with_capacity(4096);
+    let mut key = Vec::with_capacity(300);
+    loop {
+        let len = match tokio::time::timeout(TCP_IDLE, reader.read_u16()).await {
+            Ok(Ok(len)) => len as usize,
+            // Idle, closed by the client, or broken: stop reading; answers
+            // still in flight are written before the connection closes.
+            Ok(Err(_)) | Err(_) => break,
+        };
+        match tokio::time::timeout(TCP_IDLE, reader.read_exact(&mut buf[..len])).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) | Err(_) => break,
+        }
+        match pipeline.answer_now(&buf[..len], src, Proto::Tcp, &mut out, &mut key) {
+            Step::Reply => {
+                if answers.send(out.clone()).await.is_err() {
+                    break;
+                }
+            }
+            Step::Drop => {}
+            Step::Forward(pending) => {
+                let (answers, pipeline) = (answers.clone(), pipeline.clone());
+                tokio::spawn(async move {
+                    let answer = pipeline.answer_upstream(pending).await;
+                    let _ = answers.send(answer).await;
+                });
+            }
+        }
+    }
+    drop(answers);
+    write_loop.await.unwrap_or(Ok(()))
+}

@@ -1,0 +1,210 @@
+//! The path of one query, in the order it is taken. This is the one place
+//! where the order is written down:
+//!
+//! 1. parse   the packet; malformed ones get FORMERR or are dropped
+//! 2. who     the client's address (device names come later)
+//! 3. may ask? `server.allow`, else REFUSED: never an open resolver
+//! 4. answer  from the cache, else from the upstreams
+//! 5. record  counters (and, later, the query log); never blocks the path
+//!
+//! Steps 1–4 up to a cache hit run inline on the listener's task
+//! ([`Pipeline::answer_now`]); only a miss goes to a task of its own
+//! ([`Pipeline::answer_upstream`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ipnet::IpNet;
+use tracing::debug;
+
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::upstream::{UpstreamError, Upstreams};
+use crate::wire::{self, Query, Rcode, Reject, TtlPolicy};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Udp,
+    Tcp,
+}
+
+/// What sinkd did with a query: the query log's `action`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Forwarded,
+    Cached,
+    Refused,
+    Failed,
+    /// Malformed or unsupported: answered with an error rcode or dropped.
+    Rejected,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Forwarded => "forwarded",
+            Action::Cached => "cached",
+            Action::Refused => "refused",
+            Action::Failed => "failed",
+            Action::Rejected => "rejected",
+        }
+    }
+}
+
+/// The outcome of the inline part of the path.
+pub enum Step {
+    /// `out` holds the answer; send it.
+    Reply,
+    /// Send nothing.
+    Drop,
+    /// Needs the upstreams: hand this to [`Pipeline::answer_upstream`].
+    Forward(Pending),
+}
+
+/// A query on its way upstream, owning what it needs.
+pub struct Pending {
+    packet: Arc<[u8]>,
+    query: Query,
+    key: Box<[u8]>,
+    proto: Proto,
+}
+
+pub struct Pipeline {
+    allow: Vec<IpNet>,
+    cache: Cache,
+    upstreams: Arc<Upstreams>,
+}
+
+impl Pipeline {
+    pub fn new(config: &Config) -> Pipeline {
+        let ttl = TtlPolicy {
+            min: config.cache.min_ttl,
+            max: config.cache.max_ttl,
+        };
+        Pipeline {
+            allow: config.server.allow.clone(),
+            cache: Cache::new(config.cache.size),
+            upstreams: Arc::new(Upstreams::new(
+                &config.upstream.servers.0,
+                config.upstream.timeout(),
+                ttl,
+            )),
+        }
+    }
+
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.upstreams
+    }
+
+    /// Everything up to a cache hit. `key` is scratch space reused across
+    /// queries so a hit allocates nothing but the answer.
+    pub fn answer_now(
+        &self,
+        packet: &[u8],
+        src: SocketAddr,
+        proto: Proto,
+        out: &mut Vec<u8>,
+        key: &mut Vec<u8>,
+    ) -> Step {
+        // 1. parse
+        let query = match Query::parse(packet) {
+            Ok(query) => query,
+            Err(Reject::Drop) => {
+                record(Action::Rejected);
+                return Step::Drop;
+            }
+            Err(Reject::Answer(rcode)) => {
+                record(Action::Rejected);
+                wire::header_only_answer(packet, rcode, out);
+                return Step::Reply;
+            }
+        };
+        if query.edns.is_some_and(|e| e.version > 0) {
+            record(Action::Rejected);
+            wire::error_answer(packet, &query, Rcode::BadVers, out);
+            return Step::Reply;
+        }
+        if matches!(query.qtype, wire::TYPE_AXFR | wire::TYPE_IXFR) {
+            record(Action::Rejected);
+            wire::error_answer(packet, &query, Rcode::NotImp, out);
+            return Step::Reply;
+        }
+
+        // 2. who
+        let client = src.ip().to_canonical();
+
+        // 3. may ask?
+        if !self.allowed(client) {
+            debug!(%client, "refused: not in server.allow");
+            record(Action::Refused);
+            wire::error_answer(packet, &query, Rcode::Refused, out);
+            return Step::Reply;
+        }
+
+        // 4. answer: the cache
+        query.cache_key(packet, key);
+        let now = Instant::now();
+        if let Some(entry) = self.cache.get(key, now) {
+            entry
+                .answer
+                .write(packet, &query, entry.age(now), limit(proto, &query), out);
+            record(Action::Cached);
+            return Step::Reply;
+        }
+        Step::Forward(Pending {
+            packet: packet.into(),
+            query,
+            key: key.as_slice().into(),
+            proto,
+        })
+    }
+
+    /// 4. answer: the upstreams (then 5. record). Always produces an answer:
+    /// SERVFAIL when no upstream could give one.
+    pub async fn answer_upstream(&self, pending: Pending) -> Vec<u8> {
+        let Pending {
+            packet,
+            query,
+            key,
+            proto,
+        } = pending;
+        let mut out = Vec::new();
+        match self.upstreams.resolve(&key, packet.clone(), query).await {
+            Ok(answered) => {
+                self.cache
+                    .insert(&key, &answered.answer, Instant::now());
+                answered
+                    .answer
+                    .write(&packet, &query, 0, limit(proto, &query), &mut out);
+                record(Action::Forwarded);
+            }
+            Err(e) => {
+                match &e {
+                    UpstreamError::Timeout(_) | UpstreamError::Failed(_) => {
+                        debug!(name = %query.name(&packet), error = %e, "SERVFAIL")
+                    }
+                }
+                wire::error_answer(&packet, &query, Rcode::ServFail, &mut out);
+                record(Action::Failed);
+            }
+        }
+        out
+    }
+
+    fn allowed(&self, client: IpAddr) -> bool {
+        self.allow.iter().any(|net| net.contains(&client))
+    }
+}
+
+fn limit(proto: Proto, query: &Query) -> usize {
+    match proto {
+        Proto::Udp => query.udp_limit(),
+        Proto::Tcp => u16::MAX as usize,
+    }
+}
+
+// 5. record
+fn record(action: Action) {
+    metrics::counter!("sinkd_queries_total", "action" => action.as_str()).increment(1);
+}

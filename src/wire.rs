@@ -1,0 +1,636 @@
+//! DNS messages as bytes.
+//!
+//! The hot path (cache hits, refusals, errors) never builds a `hickory_proto`
+//! `Message`: it reads the few header and question fields it needs straight
+//! from the packet and answers by copying stored bytes. hickory-proto is used
+//! where a whole message must be understood (talking to upstreams, tests).
+
+use std::ops::Range;
+
+pub const HEADER_LEN: usize = 12;
+pub const TYPE_OPT: u16 = 41;
+pub const TYPE_SOA: u16 = 6;
+pub const TYPE_AXFR: u16 = 252;
+pub const TYPE_IXFR: u16 = 251;
+/// Largest UDP payload we advertise and the most we send over UDP: the DNS
+/// Flag Day 2020 value, which avoids IP fragmentation on every common path.
+pub const OUR_UDP_PAYLOAD: u16 = 1232;
+/// Largest UDP answer we send even when a client advertises more.
+pub const MAX_UDP_ANSWER: usize = 4096;
+/// Without EDNS a UDP answer may not exceed 512 bytes (RFC 1035).
+pub const CLASSIC_UDP_LIMIT: usize = 512;
+
+/// Response codes we produce ourselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rcode {
+    NoError = 0,
+    FormErr = 1,
+    ServFail = 2,
+    NxDomain = 3,
+    NotImp = 4,
+    Refused = 5,
+    /// Extended rcode 16 (RFC 6891): only expressible with an OPT record.
+    BadVers = 16,
+}
+
+impl Rcode {
+    pub fn name(code: u16) -> &'static str {
+        match code {
+            0 => "NOERROR",
+            1 => "FORMERR",
+            2 => "SERVFAIL",
+            3 => "NXDOMAIN",
+            4 => "NOTIMP",
+            5 => "REFUSED",
+            16 => "BADVERS",
+            _ => "RCODE?",
+        }
+    }
+}
+
+/// The EDNS(0) parameters a client sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Edns {
+    pub udp_payload: u16,
+    pub dnssec_ok: bool,
+    pub version: u8,
+}
+
+/// A query whose header and question have been checked. Offsets index into
+/// the packet it was parsed from, so the struct is `Copy` and can travel to
+/// another task beside an owned copy of the packet.
+#[derive(Clone, Copy, Debug)]
+pub struct Query {
+    pub id: u16,
+    /// Header bytes 2 and 3 (QR, opcode, AA, TC, RD / RA, Z, AD, CD, rcode).
+    pub flags: u16,
+    /// The question name occupies `HEADER_LEN..name_end`.
+    pub name_end: usize,
+    pub qtype: u16,
+    pub qclass: u16,
+    /// End of the question section (name + type + class).
+    pub question_end: usize,
+    pub edns: Option<Edns>,
+}
+
+/// Why a packet is not a query we can answer normally.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// Too short to have a header, or it is a response: answering it could
+    /// start a loop or a reflection, so it is dropped silently.
+    Drop,
+    /// The header is good but the rest is not: answer with this rcode.
+    Answer(Rcode),
+}
+
+const FLAG_QR: u16 = 0x8000;
+const FLAG_AA: u16 = 0x0400;
+const FLAG_TC: u16 = 0x0200;
+const FLAG_RD: u16 = 0x0100;
+const FLAG_RA: u16 = 0x0080;
+const FLAG_AD: u16 = 0x0020;
+const FLAG_CD: u16 = 0x0010;
+
+impl Query {
+    pub fn parse(packet: &[u8]) -> Result<Query, Reject> {
+        if packet.len() < HEADER_LEN {
+            return Err(Reject::Drop);
+        }
+        let flags = u16::from_be_bytes([packet[2], packet[3]]);
+        if flags & FLAG_QR != 0 {
+            return Err(Reject::Drop);
+        }
+        let opcode = (flags >> 11) & 0xF;
+        if opcode != 0 {
+            return Err(Reject::Answer(Rcode::NotImp));
+        }
+        let count = |i: usize| u16::from_be_bytes([packet[4 + 2 * i], packet[5 + 2 * i]]);
+        if count(0) != 1 {
+            return Err(Reject::Answer(Rcode::FormErr));
+        }
+        let formerr = Reject::Answer(Rcode::FormErr);
+        // Question names in queries are never compressed in practice; a
+        // pointer here is refused rather than followed.
+        let name_end = uncompressed_name_end(packet, HEADER_LEN).ok_or(formerr)?;
+        let question_end = name_end + 4;
+        if packet.len() < question_end {
+            return Err(formerr);
+        }
+        let qtype = u16::from_be_bytes([packet[name_end], packet[name_end + 1]]);
+        let qclass = u16::from_be_bytes([packet[name_end + 2], packet[name_end + 3]]);
+
+        let mut pos = question_end;
+        for _ in 0..(count(1) as usize + count(2) as usize) {
+            pos = skip_record(packet, pos).ok_or(formerr)?.end;
+        }
+        let mut edns = None;
+        for _ in 0..count(3) {
+            let rec = skip_record(packet, pos).ok_or(formerr)?;
+            if rec.rtype == TYPE_OPT {
+                if edns.is_some() || packet[pos] != 0 {
+                    // RFC 6891 6.1.1: more than one OPT, or one not owned by the root.
+                    return Err(formerr);
+                }
+                edns = Some(Edns {
+                    udp_payload: rec.class,
+                    version: packet[rec.ttl_at + 1],
+                    dnssec_ok: packet[rec.ttl_at + 2] & 0x80 != 0,
+                });
+            }
+            pos = rec.end;
+        }
+        Ok(Query {
+            id: u16::from_be_bytes([packet[0], packet[1]]),
+            flags,
+            name_end,
+            qtype,
+            qclass,
+            question_end,
+            edns,
+        })
+    }
+
+    pub fn recursion_desired(&self) -> bool {
+        self.flags & FLAG_RD != 0
+    }
+    pub fn checking_disabled(&self) -> bool {
+        self.flags & FLAG_CD != 0
+    }
+    pub fn authentic_data(&self) -> bool {
+        self.flags & FLAG_AD != 0
+    }
+    pub fn dnssec_ok(&self) -> bool {
+        self.edns.is_some_and(|e| e.dnssec_ok)
+    }
+
+    /// The most a UDP answer to this query may weigh.
+    pub fn udp_limit(&self) -> usize {
+        match self.edns {
+            Some(e) => (e.udp_payload as usize).clamp(CLASSIC_UDP_LIMIT, MAX_UDP_ANSWER),
+            None => CLASSIC_UDP_LIMIT,
+        }
+    }
+
+    /// The question name in presentation form, lowercase, without the final dot
+    /// (`"."` for the root). Used for logs and policy, never on a cache hit.
+    pub fn name(&self, packet: &[u8]) -> String {
+        let mut out = String::with_capacity(self.name_end - HEADER_LEN);
+        let mut pos = HEADER_LEN;
+        while packet[pos] != 0 {
+            let len = packet[pos] as usize;
+            if !out.is_empty() {
+                out.push('.');
+            }
+            for &b in &packet[pos + 1..pos + 1 + len] {
+                match b.to_ascii_lowercase() {
+                    c @ (b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*') => out.push(c as char),
+                    c => out.push_str(&format!("\\{c:03}")),
+                }
+            }
+            pos += 1 + len;
+        }
+        if out.is_empty() {
+            out.push('.');
+        }
+        out
+    }
+
+    /// Writes the cache key for this query: the lowercased question name in
+    /// wire form, type, class, and the DO and CD bits, which change what an
+    /// upstream returns.
+    pub fn cache_key(&self, packet: &[u8], key: &mut Vec<u8>) {
+        key.clear();
+        key.extend(
+            packet[HEADER_LEN..self.name_end]
+                .iter()
+                .map(u8::to_ascii_lowercase),
+        );
+        key.extend_from_slice(&packet[self.name_end..self.question_end]);
+        key.push(u8::from(self.dnssec_ok()) | (u8::from(self.checking_disabled()) << 1));
+    }
+}
+
+/// Where a resource record sits in a message.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordAt {
+    pub start: usize,
+    pub rtype: u16,
+    pub class: u16,
+    pub ttl_at: usize,
+    pub rdata: (usize, usize),
+    pub end: usize,
+}
+
+/// End of an uncompressed name starting at `pos`, checking label and name
+/// lengths.
+fn uncompressed_name_end(buf: &[u8], mut pos: usize) -> Option<usize> {
+    let start = pos;
+    loop {
+        let len = *buf.get(pos)? as usize;
+        if len == 0 {
+            return Some(pos + 1);
+        }
+        if len > 63 {
+            return None;
+        }
+        pos += 1 + len;
+        if pos - start > 254 {
+            return None;
+        }
+    }
+}
+
+/// Skips a possibly compressed name; compression pointers are not followed
+/// because only the length of the name in this place matters.
+fn skip_name(buf: &[u8], mut pos: usize) -> Option<usize> {
+    let start = pos;
+    loop {
+        let len = *buf.get(pos)?;
+        match len {
+            0 => return Some(pos + 1),
+            1..=63 => pos += 1 + len as usize,
+            0xC0..=0xFF => {
+                buf.get(pos + 1)?;
+                return Some(pos + 2);
+            }
+            _ => return None,
+        }
+        if pos - start > 255 {
+            return None;
+        }
+    }
+}
+
+fn skip_record(buf: &[u8], pos: usize) -> Option<RecordAt> {
+    let fixed = skip_name(buf, pos)?;
+    let head = buf.get(fixed..fixed + 10)?;
+    let rdlen = u16::from_be_bytes([head[8], head[9]]) as usize;
+    let rdata = (fixed + 10, fixed + 10 + rdlen);
+    if buf.len() < rdata.1 {
+        return None;
+    }
+    Some(RecordAt {
+        start: pos,
+        rtype: u16::from_be_bytes([head[0], head[1]]),
+        class: u16::from_be_bytes([head[2], head[3]]),
+        ttl_at: fixed + 4,
+        rdata,
+        end: rdata.1,
+    })
+}
+
+/// The record layout of a whole message (typically an upstream's answer).
+#[derive(Debug, Default)]
+pub struct Layout {
+    pub question_count: u16,
+    pub question_end: usize,
+    pub answers: Vec<RecordAt>,
+    pub authorities: Vec<RecordAt>,
+    pub additionals: Vec<RecordAt>,
+}
+
+impl Layout {
+    pub fn scan(buf: &[u8]) -> Option<Layout> {
+        if buf.len() < HEADER_LEN {
+            return None;
+        }
+        let count = |i: usize| u16::from_be_bytes([buf[4 + 2 * i], buf[5 + 2 * i]]) as usize;
+        let mut pos = HEADER_LEN;
+        for _ in 0..count(0) {
+            pos = skip_name(buf, pos)? + 4;
+        }
+        if pos > buf.len() {
+            return None;
+        }
+        let mut layout = Layout {
+            question_count: count(0) as u16,
+            question_end: pos,
+            ..Layout::default()
+        };
+        for (section, n) in [count(1), count(2), count(3)].into_iter().enumerate() {
+            for _ in 0..n {
+                let rec = skip_record(buf, pos)?;
+                pos = rec.end;
+                match section {
+                    0 => layout.answers.push(rec),
+                    1 => layout.authorities.push(rec),
+                    _ => layout.additionals.push(rec),
+                }
+            }
+        }
+        Some(layout)
+    }
+
+    pub fn records(&self) -> impl Iterator<Item = &RecordAt> {
+        self.answers
+            .iter()
+            .chain(&self.authorities)
+            .chain(&self.additionals)
+    }
+}
+
+pub fn read_u32(buf: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
+}
+
+fn write_u32(buf: &mut [u8], at: usize, value: u32) {
+    buf[at..at + 4].copy_from_slice(&value.to_be_bytes());
+}
+
+fn set_count(buf: &mut [u8], section: usize, value: u16) {
+    buf[4 + 2 * section..6 + 2 * section].copy_from_slice(&value.to_be_bytes());
+}
+
+fn count(buf: &[u8], section: usize) -> u16 {
+    u16::from_be_bytes([buf[4 + 2 * section], buf[5 + 2 * section]])
+}
+
+/// Appends our OPT record (RFC 6891) and counts it in ARCOUNT. `ext_rcode`
+/// carries the upper eight bits of a 12-bit rcode.
+fn push_opt(out: &mut Vec<u8>, query: &Query, ext_rcode: u8) {
+    let dnssec_ok = if query.dnssec_ok() { 0x80 } else { 0 };
+    out.extend_from_slice(&[0, 0, 41]); // root owner, TYPE OPT
+    out.extend_from_slice(&OUR_UDP_PAYLOAD.to_be_bytes());
+    out.extend_from_slice(&[ext_rcode, 0, dnssec_ok, 0, 0, 0]);
+    let arcount = count(out, 3) + 1;
+    set_count(out, 3, arcount);
+}
+
+/// An answer sinkd makes itself from the query alone: REFUSED, SERVFAIL,
+/// NOTIMP, FORMERR… The question is echoed and our OPT added when the client
+/// used EDNS.
+pub fn error_answer(packet: &[u8], query: &Query, rcode: Rcode, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&packet[..query.question_end]);
+    let flags = FLAG_QR | FLAG_RA | (query.flags & (FLAG_RD | FLAG_CD)) | (rcode as u16 & 0xF);
+    out[2..4].copy_from_slice(&flags.to_be_bytes());
+    for section in 1..4 {
+        set_count(out, section, 0);
+    }
+    if query.edns.is_some() || rcode == Rcode::BadVers {
+        push_opt(out, query, (rcode as u16 >> 4) as u8);
+    }
+}
+
+/// An answer to a packet whose header parsed but whose body did not: the
+/// header alone, with the ID and RD echoed so the client can match it.
+pub fn header_only_answer(packet: &[u8], rcode: Rcode, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&packet[..HEADER_LEN]);
+    let flags = u16::from_be_bytes([packet[2], packet[3]]);
+    let flags = FLAG_QR | FLAG_RA | (flags & (0x7800 | FLAG_RD)) | (rcode as u16 & 0xF);
+    out[2..4].copy_from_slice(&flags.to_be_bytes());
+    for section in 0..4 {
+        set_count(out, section, 0);
+    }
+}
+
+/// A complete answer kept as wire bytes: header (ID zeroed), the question,
+/// and every record except OPT, which is per client and added when sent.
+/// Serving it is a copy plus a few patched bytes.
+#[derive(Debug, Clone)]
+pub struct WireAnswer {
+    bytes: Box<[u8]>,
+    ttl_offsets: Box<[u16]>,
+    question_end: u16,
+    /// The TTL this answer may be cached for (RFC 2308 for negative ones),
+    /// after the configured clamps; `None` when it must not be cached.
+    pub cache_ttl: Option<u32>,
+    pub rcode: u16,
+}
+
+/// Clamps applied to TTLs of stored answers.
+#[derive(Clone, Copy, Debug)]
+pub struct TtlPolicy {
+    pub min: u32,
+    pub max: u32,
+}
+
+impl WireAnswer {
+    /// Takes an upstream's answer to `query` apart. Returns `None` when the
+    /// bytes are not a well-formed message.
+    pub fn from_upstream(
+        mut buf: Vec<u8>,
+        packet: &[u8],
+        query: &Query,
+        ttl: TtlPolicy,
+    ) -> Option<WireAnswer> {
+        let layout = Layout::scan(&buf)?;
+        let question = &packet[HEADER_LEN..query.question_end];
+        let question_ok = layout.question_count == 1
+            && layout.question_end == query.question_end
+            && buf[HEADER_LEN..layout.question_end].eq_ignore_ascii_case(question);
+        if !question_ok {
+            // Answers that do not echo our question (some servers drop it on
+            // errors) are reduced to their rcode.
+            let rcode = u16::from_be_bytes([buf[2], buf[3]]) & 0xF;
+            let mut out = Vec::with_capacity(query.question_end);
+            error_answer(packet, query, Rcode::ServFail, &mut out);
+            out[3] = (out[3] & 0xF0) | rcode as u8;
+            return Some(WireAnswer {
+                bytes: out[..query.question_end].into(),
+                ttl_offsets: Box::new([]),
+                question_end: query.question_end as u16,
+                cache_ttl: None,
+                rcode,
+            });
+        }
+
+        // Drop the upstream's OPT. It is almost always the last record; if it
+        // is not, the bytes after it may hold compression pointers to bytes
+        // after it, so cutting it out is not safe and the answer is refused.
+        let mut additionals = layout.additionals.clone();
+        if let Some(i) = additionals.iter().position(|r| r.rtype == TYPE_OPT) {
+            if i != additionals.len() - 1 {
+                return None;
+            }
+            let opt = additionals.remove(i);
+            buf.truncate(opt.start);
+            let arcount = count(&buf, 3) - 1;
+            set_count(&mut buf, 3, arcount);
+        }
+        buf[0] = 0;
+        buf[1] = 0;
+        let rcode = u16::from_be_bytes([buf[2], buf[3]]) & 0xF;
+        let truncated = u16::from_be_bytes([buf[2], buf[3]]) & FLAG_TC != 0;
+
+        let records: Vec<RecordAt> = layout
+            .answers
+            .iter()
+            .chain(&layout.authorities)
+            .chain(&additionals)
+            .copied()
+            .collect();
+        let negative_ttl = layout
+            .authorities
+            .iter()
+            .find(|r| r.rtype == TYPE_SOA && r.rdata.1 - r.rdata.0 >= 20)
+            .map(|soa| read_u32(&buf, soa.ttl_at).min(read_u32(&buf, soa.rdata.1 - 4)));
+
+        let cacheable = !truncated
+            && match rcode {
+                0 if !layout.answers.is_empty() => true,
+                0 | 3 => negative_ttl.is_some(),
+                _ => false,
+            };
+        let mut lowest = u32::MAX;
+        for rec in &records {
+            let mut value = read_u32(&buf, rec.ttl_at);
+            if layout.answers.is_empty() && rec.rtype == TYPE_SOA {
+                // RFC 2308 §5: a cached negative answer's SOA carries the negative TTL.
+                value = negative_ttl.unwrap_or(value);
+            }
+            let value = value.clamp(ttl.min, ttl.max.max(ttl.min));
+            write_u32(&mut buf, rec.ttl_at, value);
+            lowest = lowest.min(value);
+        }
+        let cache_ttl = match (cacheable, lowest) {
+            (false, _) | (true, 0) => None,
+            (true, u32::MAX) => negative_ttl,
+            (true, t) => Some(t),
+        };
+        Some(WireAnswer {
+            ttl_offsets: records.iter().map(|r| r.ttl_at as u16).collect(),
+            bytes: buf.into(),
+            question_end: query.question_end as u16,
+            cache_ttl,
+            rcode,
+        })
+    }
+
+    /// Writes this answer for `query` into `out`: its ID, question spelling and
+    /// flags, TTLs aged by `age` seconds, our OPT if it used EDNS, and TC with
+    /// no records if the result exceeds `limit` bytes.
+    pub fn write(&self, packet: &[u8], query: &Query, age: u32, limit: usize, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&self.bytes);
+        out[..2].copy_from_slice(&query.id.to_be_bytes());
+        // The stored question may be spelled in another case (0x20); echo the client's.
+        let qend = self.question_end as usize;
+        out[HEADER_LEN..qend].copy_from_slice(&packet[HEADER_LEN..qend]);
+        let stored = u16::from_be_bytes([out[2], out[3]]);
+        let flags = (stored & !(FLAG_RD | FLAG_CD)) | (query.flags & (FLAG_RD | FLAG_CD));
+        out[2..4].copy_from_slice(&flags.to_be_bytes());
+        if age > 0 {
+            for &at in self.ttl_offsets.iter() {
+                let at = at as usize;
+                let aged = read_u32(out, at).saturating_sub(age);
+                write_u32(out, at, aged);
+            }
+        }
+        let opt_len = if query.edns.is_some() { 11 } else { 0 };
+        if out.len() + opt_len > limit {
+            out.truncate(qend);
+            out[2] |= (FLAG_TC >> 8) as u8;
+            for section in 1..4 {
+                set_count(out, section, 0);
+            }
+        }
+        if query.edns.is_some() {
+            push_opt(out, query, 0);
+        }
+    }
+
+    pub fn is_authoritative(&self) -> bool {
+        u16::from_be_bytes([self.bytes[2], self.bytes[3]]) & FLAG_AA != 0
+    }
+
+    /// The stored message with its OPT removed (tests and diagnostics).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn question_range(&self) -> Range<usize> {
+        HEADER_LEN..self.question_end as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query_packet(name: &[&str], qtype: u16, edns: Option<(u16, bool)>) -> Vec<u8> {
+        let mut p = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name {
+            p.push(label.len() as u8);
+            p.extend_from_slice(label.as_bytes());
+        }
+        p.push(0);
+        p.extend_from_slice(&qtype.to_be_bytes());
+        p.extend_from_slice(&1u16.to_be_bytes());
+        if let Some((size, dnssec_ok)) = edns {
+            p[11] = 1;
+            p.extend_from_slice(&[0, 0, 41]);
+            p.extend_from_slice(&size.to_be_bytes());
+            p.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+        }
+        p
+    }
+
+    #[test]
+    fn parses_a_plain_query() {
+        let p = query_packet(&["WWW", "Example", "com"], 1, None);
+        let q = Query::parse(&p).unwrap();
+        assert_eq!(q.id, 0x1234);
+        assert_eq!(q.qtype, 1);
+        assert!(q.recursion_desired());
+        assert_eq!(q.name(&p), "www.example.com");
+        assert_eq!(q.udp_limit(), 512);
+        let mut key = Vec::new();
+        q.cache_key(&p, &mut key);
+        assert_eq!(&key[..4], b"\x03www");
+    }
+
+    #[test]
+    fn parses_edns() {
+        let p = query_packet(&["a"], 28, Some((4096, true)));
+        let q = Query::parse(&p).unwrap();
+        assert_eq!(
+            q.edns,
+            Some(Edns {
+                udp_payload: 4096,
+                dnssec_ok: true,
+                version: 0
+            })
+        );
+        assert_eq!(q.udp_limit(), 4096);
+    }
+
+    #[test]
+    fn rejects_bad_packets() {
+        assert_eq!(Query::parse(&[1, 2, 3]).unwrap_err(), Reject::Drop);
+        let mut p = query_packet(&["a"], 1, None);
+        p[2] |= 0x80;
+        assert_eq!(Query::parse(&p).unwrap_err(), Reject::Drop);
+        let mut p = query_packet(&["a"], 1, None);
+        p.truncate(p.len() - 2);
+        assert_eq!(
+            Query::parse(&p).unwrap_err(),
+            Reject::Answer(Rcode::FormErr)
+        );
+        let mut p = query_packet(&["a"], 1, None);
+        p[2] |= 0x10; // opcode 2 (STATUS)
+        assert_eq!(Query::parse(&p).unwrap_err(), Reject::Answer(Rcode::NotImp));
+        // A compression loop in the question.
+        let mut p = query_packet(&[], 1, None);
+        p.truncate(HEADER_LEN);
+        p.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1]);
+        assert_eq!(
+            Query::parse(&p).unwrap_err(),
+            Reject::Answer(Rcode::FormErr)
+        );
+    }
+
+    #[test]
+    fn error_answer_echoes_question_and_opt() {
+        let p = query_packet(&["a", "b"], 1, Some((1232, true)));
+        let q = Query::parse(&p).unwrap();
+        let mut out = Vec::new();
+        error_answer(&p, &q, Rcode::Refused, &mut out);
+        assert_eq!(out[3] & 0xF, 5);
+        assert_eq!(&out[12..q.question_end], &p[12..q.question_end]);
+        let layout = Layout::scan(&out).unwrap();
+        assert_eq!(layout.additionals.len(), 1);
+        assert_eq!(layout.additionals[0].rtype, TYPE_OPT);
+    }
+}
