@@ -182,9 +182,14 @@ pub enum Transport {
     Udp,
     Tcp,
     /// DNS over TLS (RFC 7858); the name is checked against the certificate.
-    Tls { server_name: String },
+    Tls {
+        server_name: String,
+    },
     /// DNS over HTTPS (RFC 8484), HTTP/2 POST.
-    Https { server_name: String, path: String },
+    Https {
+        server_name: String,
+        path: String,
+    },
 }
 
 /// One entry of `upstream.servers`: `udp://ip[:port]`, `tcp://ip[:port]`,
@@ -234,8 +239,9 @@ impl FromStr for UpstreamSpec {
                 ));
             }
         };
-        let (host, port) = split_host_port(authority, default_port)
-            .ok_or_else(|| format!("`{text}`: expected an address like 9.9.9.9 or [2620:fe::fe]:853"))?;
+        let (host, port) = split_host_port(authority, default_port).ok_or_else(|| {
+            format!("`{text}`: expected an address like 9.9.9.9 or [2620:fe::fe]:853")
+        })?;
         let host = match host.parse::<IpAddr>() {
             Ok(ip) => Host::Ip(ip),
             Err(_) if scheme == "https" && !host.is_empty() => Host::Name(host.to_string()),
@@ -252,7 +258,9 @@ impl FromStr for UpstreamSpec {
         };
         let transport = match scheme {
             "udp" | "tcp" if path.is_some() || fragment.is_some() => {
-                return Err(format!("`{text}`: {scheme}:// takes only an address and port"));
+                return Err(format!(
+                    "`{text}`: {scheme}:// takes only an address and port"
+                ));
             }
             "udp" => Transport::Udp,
             "tcp" => Transport::Tcp,
@@ -293,9 +301,19 @@ fn split_host_port(authority: &str, default_port: u16) -> Option<(&str, u16)> {
 
 impl<'de> Deserialize<'de> for UpstreamSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        // Parsing inside the visitor makes toml point at the string itself,
+        // not at the list around it.
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = UpstreamSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an upstream such as \"tls://9.9.9.9:853#dns.quad9.net\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<UpstreamSpec, E> {
+                text.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Visitor)
     }
 }
 
@@ -376,7 +394,13 @@ mod tests {
     fn defaults_are_a_home_setup() {
         let config = parse("").unwrap();
         assert_eq!(config.server.listen.len(), 2);
-        assert!(config.server.allow.iter().any(|n| n.to_string() == "192.168.0.0/16"));
+        assert!(
+            config
+                .server
+                .allow
+                .iter()
+                .any(|n| n.to_string() == "192.168.0.0/16")
+        );
         assert_eq!(config.cache.size, 100_000);
         assert!(matches!(
             config.upstream.servers.0[0].transport,
@@ -401,7 +425,9 @@ mod tests {
         assert_eq!(s.port, 853);
         let s: UpstreamSpec = "https://dns.quad9.net/dns-query".parse().unwrap();
         assert_eq!(s.host, Host::Name("dns.quad9.net".into()));
-        let s: UpstreamSpec = "https://1.1.1.1/dns-query#cloudflare-dns.com".parse().unwrap();
+        let s: UpstreamSpec = "https://1.1.1.1/dns-query#cloudflare-dns.com"
+            .parse()
+            .unwrap();
         assert_eq!(
             s.transport,
             Transport::Https {
@@ -422,13 +448,16 @@ mod tests {
 
         let text = "[upstream]\nservers = [\"udp://1.1.1.1\", \"ftp://x\"]\n";
         let (line, col, msg) = parse(text).unwrap_err();
-        assert_eq!((line, col), (2, 11));
+        assert_eq!((line, col), (2, 29));
         assert!(msg.contains("unknown scheme"), "{msg}");
 
         let text = "[cache]\nmin_ttl = 600\nmax_ttl = 300\n";
         let (line, _, msg) = parse(text).unwrap_err();
         assert_eq!(line, 1);
-        assert!(msg.contains("min_ttl (600) is larger than max_ttl (300)"), "{msg}");
+        assert!(
+            msg.contains("min_ttl (600) is larger than max_ttl (300)"),
+            "{msg}"
+        );
 
         let (line, _, msg) = parse("[server]\nallow = [\"10.0.0.0/33\"]").unwrap_err();
         assert_eq!(line, 2);

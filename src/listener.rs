@@ -115,7 +115,13 @@ pub fn bind(addr: SocketAddr, udp_sockets: usize) -> Result<Bound, BindError> {
         let udp = bind_udp(addr, udp_sockets).map_err(fail)?;
         let local = udp[0].local_addr().map_err(fail)?;
         match bind_tcp(local) {
-            Ok(tcp) => return Ok(Bound { addr: local, udp, tcp }),
+            Ok(tcp) => {
+                return Ok(Bound {
+                    addr: local,
+                    udp,
+                    tcp,
+                });
+            }
             // The port UDP got is taken for TCP: try another.
             Err(e) if e.kind() == io::ErrorKind::AddrInUse && addr.port() == 0 => last = Some(e),
             Err(e) => return Err(fail(e)),
@@ -205,7 +211,9 @@ async fn serve_tcp_connection(
     let write_loop = tokio::spawn(async move {
         let mut writer = BufWriter::new(writer);
         while let Some(answer) = queue.recv().await {
-            writer.write_all(&(answer.len() as u16).to_be_bytes()).await?;
+            writer
+                .write_all(&(answer.len() as u16).to_be_bytes())
+                .await?;
             writer.write_all(&answer).await?;
             // Flush once the burst of ready answers is written.
             if queue.is_empty() {

@@ -160,7 +160,7 @@ impl Pipeline {
         })
     }
 
-    /// 4. answer: the upstreams (then 5. record). Always produces an answer:
+    /// Step 4 from the upstreams, then step 5. Always produces an answer:
     /// SERVFAIL when no upstream could give one.
     pub async fn answer_upstream(&self, pending: Pending) -> Vec<u8> {
         let Pending {
@@ -172,8 +172,7 @@ impl Pipeline {
         let mut out = Vec::new();
         match self.upstreams.resolve(&key, packet.clone(), query).await {
             Ok(answered) => {
-                self.cache
-                    .insert(&key, &answered.answer, Instant::now());
+                self.cache.insert(&key, &answered.answer, Instant::now());
                 answered
                     .answer
                     .write(&packet, &query, 0, limit(proto, &query), &mut out);

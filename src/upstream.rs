@@ -154,7 +154,11 @@ impl Upstreams {
     /// Asks the best server; if it has not answered within a few of its usual
     /// round trips, or fails, asks the next one too. The first good answer
     /// wins. SERVFAIL and REFUSED are kept only in case nothing better comes.
-    async fn exchange(&self, packet: &[u8], query: &wire::Query) -> Result<Answered, UpstreamError> {
+    async fn exchange(
+        &self,
+        packet: &[u8],
+        query: &wire::Query,
+    ) -> Result<Answered, UpstreamError> {
         let request = upstream_request(packet, query)
             .ok_or_else(|| UpstreamError::Failed("the query could not be re-encoded".into()))?;
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -251,7 +255,11 @@ impl Upstreams {
     fn record_success(&self, server: &Server, started: Instant) {
         let sample = started.elapsed().as_micros() as u64;
         let old = server.srtt_us.load(Ordering::Relaxed);
-        let new = if old == 0 { sample } else { (old * 7 + sample) / 8 };
+        let new = if old == 0 {
+            sample
+        } else {
+            (old * 7 + sample) / 8
+        };
         server.srtt_us.store(new.max(1), Ordering::Relaxed);
         server.failed_at_us.store(0, Ordering::Relaxed);
     }
@@ -280,7 +288,12 @@ impl Drop for InflightGuard<'_> {
 
 /// Takes an upstream's bytes apart. An answer whose OPT record is not last
 /// (legal, rare) cannot be cut in place and is re-encoded without it.
-fn parse_answer(bytes: Vec<u8>, packet: &[u8], query: &wire::Query, ttl: TtlPolicy) -> Option<WireAnswer> {
+fn parse_answer(
+    bytes: Vec<u8>,
+    packet: &[u8],
+    query: &wire::Query,
+    ttl: TtlPolicy,
+) -> Option<WireAnswer> {
     match WireAnswer::from_upstream(bytes.clone(), packet, query, ttl) {
         Some(answer) => Some(answer),
         None => {
@@ -378,7 +391,10 @@ impl Server {
                 Ok(response) => return Ok(response.into_buffer()),
                 Err(e) => {
                     *slot.lock().unwrap() = None;
-                    if fresh || reopened || matches!(self.spec.transport, Transport::Udp) && !force_tcp {
+                    if fresh
+                        || reopened
+                        || matches!(self.spec.transport, Transport::Udp) && !force_tcp
+                    {
                         return Err(e.to_string());
                     }
                     reopened = true;
@@ -388,7 +404,9 @@ impl Server {
     }
 
     async fn send(&self, request: DnsRequest, cx: &PoolContext) -> Result<Vec<u8>, String> {
-        let bytes = self.send_over(&self.conn, false, request.clone(), cx).await?;
+        let bytes = self
+            .send_over(&self.conn, false, request.clone(), cx)
+            .await?;
         let truncated = bytes.len() > 2 && bytes[2] & 0x02 != 0;
         if truncated && self.spec.transport == Transport::Udp {
             debug!(upstream = %self.label, "truncated over UDP, asking again over TCP");

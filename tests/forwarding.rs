@@ -26,9 +26,19 @@ fn zone(req: &Message) -> Reply {
             let svcb = SVCB::new(
                 1,
                 Name::root(),
-                vec![(SvcParamKey::Alpn, SvcParamValue::Alpn(Alpn(vec!["h2".into()])))],
+                vec![(
+                    SvcParamKey::Alpn,
+                    SvcParamValue::Alpn(Alpn(vec!["h2".into()])),
+                )],
             );
-            answer(req, vec![Record::from_rdata(common::name(&owner), 300, RData::HTTPS(HTTPS(svcb)))])
+            answer(
+                req,
+                vec![Record::from_rdata(
+                    common::name(&owner),
+                    300,
+                    RData::HTTPS(HTTPS(svcb)),
+                )],
+            )
         }
         ("alias.example.test.", A) => answer(
             req,
@@ -114,7 +124,12 @@ async fn forwards_common_types_faithfully() {
     assert_eq!(r.answers[0].record_type(), RecordType::HTTPS);
     assert!(rdatas(&r)[0].contains("h2"), "{:?}", rdatas(&r));
 
-    let r = ask(sinkd.addr, "opaque.example.test.", RecordType::Unknown(65400)).await;
+    let r = ask(
+        sinkd.addr,
+        "opaque.example.test.",
+        RecordType::Unknown(65400),
+    )
+    .await;
     assert_eq!(r.answers.len(), 1);
     match &r.answers[0].data {
         RData::Unknown { rdata, .. } => assert_eq!(rdata.anything, [0xde, 0xad, 0xbe, 0xef]),
@@ -171,7 +186,11 @@ async fn nxdomain_and_nodata_carry_the_soa_and_are_cached() {
     assert_eq!(r.authorities[0].record_type(), RecordType::SOA);
     let r = ask(sinkd.addr, "www.example.test.", RecordType::MX).await;
     assert!(r.answers.is_empty());
-    assert_eq!(upstream.count(), before, "negative answers come from the cache");
+    assert_eq!(
+        upstream.count(),
+        before,
+        "negative answers come from the cache"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -225,7 +244,10 @@ async fn dnssec_ok_and_flags_pass_through() {
     q.metadata.checking_disabled = true;
     let r = ask_udp(sinkd.addr, &q).await;
     let sent = upstream.last.lock().unwrap().clone().unwrap();
-    assert!(sent.edns.as_ref().unwrap().flags().dnssec_ok, "DO goes upstream");
+    assert!(
+        sent.edns.as_ref().unwrap().flags().dnssec_ok,
+        "DO goes upstream"
+    );
     assert!(sent.metadata.checking_disabled, "CD goes upstream");
     assert!(r.metadata.authentic_data, "AD comes back");
     assert!(r.metadata.checking_disabled);
@@ -254,7 +276,11 @@ async fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
     assert_eq!(r.answers.len(), 30);
 
     // A client advertising 4096 bytes gets it whole over UDP.
-    let r = ask_udp(sinkd.addr, &query("big.example.test.", RecordType::TXT, Some((4096, false)))).await;
+    let r = ask_udp(
+        sinkd.addr,
+        &query("big.example.test.", RecordType::TXT, Some((4096, false))),
+    )
+    .await;
     assert!(!r.metadata.truncation);
     assert_eq!(r.answers.len(), 30);
 }
@@ -266,10 +292,14 @@ async fn pipelined_tcp_queries_are_answered_out_of_order() {
     let slow = query("slow.example.test.", RecordType::A, None);
     let fast1 = query("www.example.test.", RecordType::A, None);
     let fast2 = query("example.test.", RecordType::MX, None);
-    let replies = ask_tcp_pipelined(sinkd.addr, &[slow.clone(), fast1.clone(), fast2.clone()]).await;
+    let replies =
+        ask_tcp_pipelined(sinkd.addr, &[slow.clone(), fast1.clone(), fast2.clone()]).await;
     let ids: Vec<u16> = replies.iter().map(|r| r.metadata.id).collect();
     assert_eq!(ids.len(), 3);
-    assert_eq!(ids[2], slow.metadata.id, "the slow answer comes last: {ids:?}");
+    assert_eq!(
+        ids[2], slow.metadata.id,
+        "the slow answer comes last: {ids:?}"
+    );
     assert!(ids.contains(&fast1.metadata.id) && ids.contains(&fast2.metadata.id));
     assert_eq!(rdatas(&replies[2]), ["192.0.2.9"]);
 }
@@ -301,12 +331,23 @@ async fn a_dead_upstream_fails_over_to_a_live_one() {
     for i in 0..5 {
         let started = Instant::now();
         let r = ask(sinkd.addr, &format!("n{i}.example.test."), RecordType::A).await;
-        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain, "live answer, not SERVFAIL");
-        assert!(started.elapsed() < Duration::from_millis(1000), "within the timeout");
+        assert_eq!(
+            r.metadata.response_code,
+            ResponseCode::NXDomain,
+            "live answer, not SERVFAIL"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(1000),
+            "within the timeout"
+        );
     }
     assert_eq!(live.count(), 5);
     // After the first failure the dead one is no longer asked first.
-    assert!(dead.count() <= 2, "dead upstream asked {} times", dead.count());
+    assert!(
+        dead.count() <= 2,
+        "dead upstream asked {} times",
+        dead.count()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -330,7 +371,10 @@ async fn all_upstreams_dead_gives_servfail_within_the_timeout() {
     let r = ask(sinkd.addr, "www.example.test.", RecordType::A).await;
     assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
     let took = started.elapsed();
-    assert!(took < Duration::from_millis(1500), "timeout_ms = 1000, took {took:?}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "timeout_ms = 1000, took {took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -359,10 +403,16 @@ async fn malformed_packets_get_formerr_or_nothing_and_serving_goes_on() {
     let wait = Duration::from_millis(300);
 
     // Shorter than a header: dropped.
-    assert!(exchange_udp_raw(sinkd.addr, from, &[1, 2, 3], wait).await.is_none());
+    assert!(
+        exchange_udp_raw(sinkd.addr, from, &[1, 2, 3], wait)
+            .await
+            .is_none()
+    );
     // A header claiming a question that is not there: FORMERR, same ID.
     let bad = [0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'w'];
-    let r = exchange_udp_raw(sinkd.addr, from, &bad, wait).await.expect("FORMERR");
+    let r = exchange_udp_raw(sinkd.addr, from, &bad, wait)
+        .await
+        .expect("FORMERR");
     let r = Message::from_vec(&r).unwrap();
     assert_eq!(r.metadata.id, 0xabcd);
     assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
@@ -370,12 +420,23 @@ async fn malformed_packets_get_formerr_or_nothing_and_serving_goes_on() {
     let mut long = vec![0x11, 0x22, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 64];
     long.extend([b'a'; 64]);
     long.extend([0, 0, 1, 0, 1]);
-    let r = exchange_udp_raw(sinkd.addr, from, &long, wait).await.expect("FORMERR");
-    assert_eq!(Message::from_vec(&r).unwrap().metadata.response_code, ResponseCode::FormErr);
+    let r = exchange_udp_raw(sinkd.addr, from, &long, wait)
+        .await
+        .expect("FORMERR");
+    assert_eq!(
+        Message::from_vec(&r).unwrap().metadata.response_code,
+        ResponseCode::FormErr
+    );
     // A response sent to us is never answered (no reflection loops).
-    let mut response = query("www.example.test.", RecordType::A, None).to_vec().unwrap();
+    let mut response = query("www.example.test.", RecordType::A, None)
+        .to_vec()
+        .unwrap();
     response[2] |= 0x80;
-    assert!(exchange_udp_raw(sinkd.addr, from, &response, wait).await.is_none());
+    assert!(
+        exchange_udp_raw(sinkd.addr, from, &response, wait)
+            .await
+            .is_none()
+    );
     // Garbage over TCP closes that connection only.
     let mut tcp = tokio::net::TcpStream::connect(sinkd.addr).await.unwrap();
     use tokio::io::AsyncWriteExt;

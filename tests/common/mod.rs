@@ -89,13 +89,14 @@ impl Upstream {
                     tokio::spawn(async move {
                         let (mut rd, wr) = stream.into_split();
                         let wr = Arc::new(tokio::sync::Mutex::new(wr));
-                        loop {
-                            let Ok(len) = rd.read_u16().await else { break };
+                        while let Ok(len) = rd.read_u16().await {
                             let mut buf = vec![0u8; len as usize];
                             if rd.read_exact(&mut buf).await.is_err() {
                                 break;
                             }
-                            let Ok(request) = Message::from_vec(&buf) else { break };
+                            let Ok(request) = Message::from_vec(&buf) else {
+                                break;
+                            };
                             queries.fetch_add(1, Ordering::SeqCst);
                             *last.lock().unwrap() = Some(request.clone());
                             let reply = handler(&request);
@@ -165,7 +166,8 @@ pub fn response(request: &Message, rcode: ResponseCode) -> Message {
     m.queries = request.queries.clone();
     if let Some(edns) = &request.edns {
         let mut ours = Edns::new();
-        ours.set_max_payload(1232).set_dnssec_ok(edns.flags().dnssec_ok);
+        ours.set_max_payload(1232)
+            .set_dnssec_ok(edns.flags().dnssec_ok);
         m.edns = Some(ours);
     }
     m
@@ -216,7 +218,11 @@ pub fn mx(owner: &str, ttl: u32, pref: u16, exchange: &str) -> Record {
 }
 
 pub fn txt(owner: &str, ttl: u32, text: &str) -> Record {
-    Record::from_rdata(name(owner), ttl, RData::TXT(TXT::new(vec![text.to_string()])))
+    Record::from_rdata(
+        name(owner),
+        ttl,
+        RData::TXT(TXT::new(vec![text.to_string()])),
+    )
 }
 
 /// A running sinkd process, killed when dropped.
@@ -312,9 +318,14 @@ pub async fn exchange_udp_raw(
 }
 
 pub async fn ask_udp_from(server: SocketAddr, from: &str, m: &Message) -> Message {
-    let bytes = exchange_udp_raw(server, from.parse().unwrap(), &m.to_vec().unwrap(), Duration::from_secs(5))
-        .await
-        .expect("an answer over UDP");
+    let bytes = exchange_udp_raw(
+        server,
+        from.parse().unwrap(),
+        &m.to_vec().unwrap(),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("an answer over UDP");
     let reply = Message::from_vec(&bytes).unwrap();
     assert_eq!(reply.metadata.id, m.metadata.id);
     reply
