@@ -76,6 +76,10 @@ pub struct UpstreamConfig {
     pub servers: NonEmpty<UpstreamSpec>,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: Positive,
+    /// Extra CA certificates (PEM) trusted for tls:// and https:// upstreams,
+    /// beside the Mozilla roots: for a resolver with its own CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl UpstreamConfig {
@@ -89,6 +93,7 @@ impl Default for UpstreamConfig {
         UpstreamConfig {
             servers: default_upstreams(),
             timeout_ms: default_timeout_ms(),
+            ca_file: None,
         }
     }
 }

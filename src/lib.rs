@@ -21,9 +21,9 @@ use crate::pipeline::Pipeline;
 ///
 /// Prints one `listening on ADDR` line per address and then `ready` on
 /// stdout, so scripts and tests started with port 0 learn the port.
-pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(), BindError> {
+pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(), StartError> {
     let config = &loaded.config;
-    let pipeline = Arc::new(Pipeline::new(config));
+    let pipeline = Arc::new(Pipeline::new(&loaded).map_err(StartError::Setup)?);
     upstream::describe(pipeline.upstreams());
 
     let mut bound = Vec::new();
@@ -33,7 +33,7 @@ pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(),
             Err(e) if e.is_missing_ipv6() && config.server.listen.len() > 1 => {
                 warn!("{e} (no IPv6 on this host?); serving the other addresses");
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(StartError::Bind(e)),
         }
     }
     let tcp_slots = Arc::new(Semaphore::new(TCP_MAX_CONNECTIONS));
@@ -51,6 +51,14 @@ pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(),
     shutdown_signal().await;
     info!("shutting down");
     Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Bind(#[from] BindError),
 }
 
 async fn shutdown_signal() {

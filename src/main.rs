@@ -76,6 +76,10 @@ fn check(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = sinkd::pipeline::Pipeline::new(&loaded) {
+        eprintln!("{}: {e}", loaded.path.display());
+        return ExitCode::FAILURE;
+    }
     let c = &loaded.config;
     println!("{}: ok", loaded.path.display());
     let list = |items: Vec<String>| items.join(", ");

@@ -19,7 +19,7 @@ use ipnet::IpNet;
 use tracing::debug;
 
 use crate::cache::Cache;
-use crate::config::Config;
+use crate::config::Loaded;
 use crate::upstream::{UpstreamError, Upstreams};
 use crate::wire::{self, Query, Rcode, Reject, TtlPolicy};
 
@@ -77,20 +77,23 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(config: &Config) -> Pipeline {
+    pub fn new(loaded: &Loaded) -> Result<Pipeline, String> {
+        let config = &loaded.config;
         let ttl = TtlPolicy {
             min: config.cache.min_ttl,
             max: config.cache.max_ttl,
         };
-        Pipeline {
+        let ca_file = config.upstream.ca_file.as_ref().map(|p| loaded.resolve(p));
+        Ok(Pipeline {
             allow: config.server.allow.clone(),
             cache: Cache::new(config.cache.size),
             upstreams: Arc::new(Upstreams::new(
                 &config.upstream.servers.0,
                 config.upstream.timeout(),
                 ttl,
-            )),
-        }
+                ca_file.as_deref(),
+            )?),
+        })
     }
 
     pub fn upstreams(&self) -> &Upstreams {

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +22,9 @@ use hickory_proto::op::{DnsRequest, DnsRequestOptions, Edns, Message, Query};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_resolver::config::{ConnectionConfig, ProtocolConfig, ResolverOpts};
 use hickory_resolver::{ConnectionProvider, PoolContext, TlsConfig};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use rustls::{ClientConfig, RootCertStore};
 use tracing::{debug, warn};
 
 use crate::config::{Host, Transport, UpstreamSpec};
@@ -78,11 +82,18 @@ struct Server {
 }
 
 impl Upstreams {
-    pub fn new(specs: &[UpstreamSpec], timeout: Duration, ttl: TtlPolicy) -> Upstreams {
+    /// `ca_file`: extra trust anchors for TLS upstreams (already resolved
+    /// against the config's directory).
+    pub fn new(
+        specs: &[UpstreamSpec],
+        timeout: Duration,
+        ttl: TtlPolicy,
+        ca_file: Option<&Path>,
+    ) -> Result<Upstreams, String> {
         let mut options = ResolverOpts::default();
         options.timeout = timeout;
-        let tls = TlsConfig::new().expect("the built-in TLS roots load");
-        Upstreams {
+        let tls = tls_config(ca_file)?;
+        Ok(Upstreams {
             servers: specs
                 .iter()
                 .map(|spec| {
@@ -102,7 +113,7 @@ impl Upstreams {
             ttl,
             inflight: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
-        }
+        })
     }
 
     /// Resolves the client's query upstream. Identical queries (same cache
@@ -271,6 +282,33 @@ impl Upstreams {
     pub fn servers(&self) -> impl Iterator<Item = &str> {
         self.servers.iter().map(|s| &*s.label)
     }
+}
+
+/// hickory's TLS settings, with the Mozilla roots plus those in `ca_file`.
+fn tls_config(ca_file: Option<&Path>) -> Result<TlsConfig, String> {
+    let mut tls = TlsConfig::new().map_err(|e| format!("TLS setup: {e}"))?;
+    let Some(path) = ca_file else {
+        return Ok(tls);
+    };
+    let unreadable = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut added = 0;
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| unreadable(&e))? {
+        let cert = cert.map_err(|e| unreadable(&e))?;
+        roots.add(cert).map_err(|e| unreadable(&e))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(unreadable(&"no PEM certificate in the file"));
+    }
+    tls.config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(tls)
 }
 
 /// Removes a finished lookup from the in-flight table, even if the task that

@@ -86,30 +86,7 @@ impl Upstream {
                         continue;
                     };
                     let (handler, queries, last) = (handler.clone(), queries.clone(), last.clone());
-                    tokio::spawn(async move {
-                        let (mut rd, wr) = stream.into_split();
-                        let wr = Arc::new(tokio::sync::Mutex::new(wr));
-                        while let Ok(len) = rd.read_u16().await {
-                            let mut buf = vec![0u8; len as usize];
-                            if rd.read_exact(&mut buf).await.is_err() {
-                                break;
-                            }
-                            let Ok(request) = Message::from_vec(&buf) else {
-                                break;
-                            };
-                            queries.fetch_add(1, Ordering::SeqCst);
-                            *last.lock().unwrap() = Some(request.clone());
-                            let reply = handler(&request);
-                            let wr = wr.clone();
-                            tokio::spawn(async move {
-                                if let Some(bytes) = reply_bytes(reply).await {
-                                    let mut wr = wr.lock().await;
-                                    let _ = wr.write_all(&(bytes.len() as u16).to_be_bytes()).await;
-                                    let _ = wr.write_all(&bytes).await;
-                                }
-                            });
-                        }
-                    });
+                    tokio::spawn(serve_stream(stream, handler, queries, last));
                 }
             }));
         }
@@ -139,7 +116,41 @@ impl Drop for Upstream {
     }
 }
 
-async fn reply_bytes(reply: Reply) -> Option<Vec<u8>> {
+/// Answers length-prefixed DNS messages on one stream (TCP or TLS), each as
+/// soon as its handler's reply is ready.
+pub async fn serve_stream<S>(
+    stream: S,
+    handler: Handler,
+    queries: Arc<AtomicUsize>,
+    last: Arc<std::sync::Mutex<Option<Message>>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut rd, wr) = tokio::io::split(stream);
+    let wr = Arc::new(tokio::sync::Mutex::new(wr));
+    while let Ok(len) = rd.read_u16().await {
+        let mut buf = vec![0u8; len as usize];
+        if rd.read_exact(&mut buf).await.is_err() {
+            break;
+        }
+        let Ok(request) = Message::from_vec(&buf) else {
+            break;
+        };
+        queries.fetch_add(1, Ordering::SeqCst);
+        *last.lock().unwrap() = Some(request.clone());
+        let reply = handler(&request);
+        let wr = wr.clone();
+        tokio::spawn(async move {
+            if let Some(bytes) = reply_bytes(reply).await {
+                let mut wr = wr.lock().await;
+                let _ = wr.write_all(&(bytes.len() as u16).to_be_bytes()).await;
+                let _ = wr.write_all(&bytes).await;
+            }
+        });
+    }
+}
+
+pub async fn reply_bytes(reply: Reply) -> Option<Vec<u8>> {
     match reply {
         Reply::Answer(m) => Some(m.to_vec().unwrap()),
         Reply::AnswerAfter(delay, m) => {
