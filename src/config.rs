@@ -22,9 +22,11 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub blocking: BlockingConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Every address serves UDP and TCP.
@@ -69,7 +71,7 @@ fn default_allow() -> Vec<IpNet> {
     .collect()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     #[serde(default = "default_upstreams")]
@@ -109,7 +111,7 @@ fn default_timeout_ms() -> Positive {
     Positive(1500)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(try_from = "RawCacheConfig")]
 pub struct CacheConfig {
     pub size: usize,
@@ -154,8 +156,192 @@ impl TryFrom<RawCacheConfig> for CacheConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BlockingConfig {
+    /// Block lists: files, globs or directories.
+    #[serde(default)]
+    pub lists: Vec<String>,
+    /// Exception lists: every entry in them is allowed, whatever blocks it.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Address lists: forwarded answers pointing into these ranges are blocked.
+    #[serde(default)]
+    pub answer_ips: Vec<String>,
+    #[serde(default)]
+    pub mode: BlockMode,
+    /// TTL of blocked answers (and the SOA's negative TTL).
+    #[serde(default = "default_block_ttl")]
+    pub ttl: u32,
+    /// Lists downloaded over HTTP(S) and refreshed in the background.
+    #[serde(default)]
+    pub remote: Vec<RemoteList>,
+}
+
+impl Default for BlockingConfig {
+    fn default() -> Self {
+        BlockingConfig {
+            lists: Vec::new(),
+            allow: Vec::new(),
+            answer_ips: Vec::new(),
+            mode: BlockMode::default(),
+            ttl: default_block_ttl(),
+            remote: Vec::new(),
+        }
+    }
+}
+
+fn default_block_ttl() -> u32 {
+    60
+}
+
+/// How a blocked name is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BlockMode {
+    /// A gets 0.0.0.0, AAAA gets ::, other types NODATA.
+    #[default]
+    Null,
+    NxDomain,
+    NoData,
+    Refused,
+    /// A and AAAA get these addresses (NODATA for a family not given).
+    Ip {
+        v4: Option<std::net::Ipv4Addr>,
+        v6: Option<std::net::Ipv6Addr>,
+    },
+}
+
+impl FromStr for BlockMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "null" => Ok(BlockMode::Null),
+            "nxdomain" => Ok(BlockMode::NxDomain),
+            "nodata" => Ok(BlockMode::NoData),
+            "refused" => Ok(BlockMode::Refused),
+            _ => {
+                let Some(list) = text.strip_prefix("ip:") else {
+                    return Err(format!(
+                        "unknown mode `{text}`: use null, nxdomain, nodata, refused or \"ip:192.0.2.9,2001:db8::9\""
+                    ));
+                };
+                let (mut v4, mut v6) = (None, None);
+                for part in list.split(',').map(str::trim) {
+                    match part.parse::<IpAddr>() {
+                        Ok(IpAddr::V4(ip)) if v4.is_none() => v4 = Some(ip),
+                        Ok(IpAddr::V6(ip)) if v6.is_none() => v6 = Some(ip),
+                        Ok(_) => {
+                            return Err(format!("`{text}`: one IPv4 and one IPv6 address at most"));
+                        }
+                        Err(_) => return Err(format!("`{text}`: `{part}` is not an IP address")),
+                    }
+                }
+                Ok(BlockMode::Ip { v4, v6 })
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BlockMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(FromStrVisitor::<BlockMode>::new(
+            "a blocking mode such as \"null\"",
+        ))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteList {
+    pub url: HttpUrl,
+    /// How often to download it again, e.g. "24h", "30m".
+    #[serde(default = "default_refresh")]
+    pub refresh: HumanDuration,
+    /// An exception list rather than a block list.
+    #[serde(default)]
+    pub allow: bool,
+}
+
+fn default_refresh() -> HumanDuration {
+    HumanDuration(Duration::from_secs(24 * 3600))
+}
+
+/// A duration written for people: "24h", "90m", "1d 12h".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let d = humantime::parse_duration(text)
+            .map_err(|e| format!("`{text}`: {e} (write e.g. \"24h\" or \"30m\")"))?;
+        if d < Duration::from_secs(60) {
+            return Err(format!("`{text}`: refresh at most once a minute"));
+        }
+        Ok(HumanDuration(d))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(FromStrVisitor::<HumanDuration>::new(
+            "a duration such as \"24h\"",
+        ))
+    }
+}
+
+/// An http:// or https:// URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl(pub String);
+
+impl FromStr for HttpUrl {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let rest = text
+            .strip_prefix("https://")
+            .or_else(|| text.strip_prefix("http://"))
+            .ok_or_else(|| format!("`{text}`: a list URL starts with https:// or http://"))?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!("`{text}`: the URL has no host"));
+        }
+        Ok(HttpUrl(text.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for HttpUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(FromStrVisitor::<HttpUrl>::new("an https:// URL"))
+    }
+}
+
+/// Deserializes a string through `FromStr` inside the visitor, so toml points
+/// at the string itself when parsing fails.
+struct FromStrVisitor<T> {
+    expecting: &'static str,
+    _type: std::marker::PhantomData<T>,
+}
+
+impl<T> FromStrVisitor<T> {
+    fn new(expecting: &'static str) -> Self {
+        FromStrVisitor {
+            expecting,
+            _type: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: FromStr<Err = String>> serde::de::Visitor<'_> for FromStrVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<T, E> {
+        text.parse().map_err(E::custom)
+    }
+}
+
 /// A list that must have at least one element.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NonEmpty<T>(pub Vec<T>);
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for NonEmpty<T> {
@@ -169,7 +355,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for NonEmpty<T> {
 }
 
 /// A whole number greater than zero.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Positive(pub u64);
 
 impl<'de> Deserialize<'de> for Positive {
@@ -306,19 +492,9 @@ fn split_host_port(authority: &str, default_port: u16) -> Option<(&str, u16)> {
 
 impl<'de> Deserialize<'de> for UpstreamSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Parsing inside the visitor makes toml point at the string itself,
-        // not at the list around it.
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = UpstreamSpec;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an upstream such as \"tls://9.9.9.9:853#dns.quad9.net\"")
-            }
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<UpstreamSpec, E> {
-                text.parse().map_err(E::custom)
-            }
-        }
-        d.deserialize_str(Visitor)
+        d.deserialize_str(FromStrVisitor::<UpstreamSpec>::new(
+            "an upstream such as \"tls://9.9.9.9:853#dns.quad9.net\"",
+        ))
     }
 }
 

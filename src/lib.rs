@@ -1,10 +1,13 @@
 //! sinkd: a DNS sinkhole resolver for the home LAN. See `pipeline` for the
 //! path of one query; `DESIGN.md` in the shared folder for the architecture.
 
+pub mod blocking;
 pub mod cache;
 pub mod config;
 pub mod listener;
 pub mod pipeline;
+pub mod policy;
+pub mod reload;
 pub mod upstream;
 pub mod wire;
 
@@ -23,7 +26,9 @@ use crate::pipeline::Pipeline;
 /// stdout, so scripts and tests started with port 0 learn the port.
 pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(), StartError> {
     let config = &loaded.config;
-    let pipeline = Arc::new(Pipeline::new(&loaded).map_err(StartError::Setup)?);
+    let load = blocking::load(&loaded, &[]);
+    blocking::report(&load);
+    let pipeline = Arc::new(Pipeline::new(&loaded, load.policy).map_err(StartError::Setup)?);
     upstream::describe(pipeline.upstreams());
 
     let mut bound = Vec::new();
@@ -48,7 +53,8 @@ pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(),
     );
     println!("sinkd: ready");
 
-    shutdown_signal().await;
+    let reloader = reload::spawn(loaded.clone(), pipeline.clone());
+    shutdown_signal(reloader).await;
     info!("shutting down");
     Ok(())
 }
@@ -61,11 +67,16 @@ pub enum StartError {
     Bind(#[from] BindError),
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGINT or SIGTERM; SIGHUP on the way asks for a reload.
+async fn shutdown_signal(reloader: reload::Reloader) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => reloader.reload_now(),
+        }
     }
 }

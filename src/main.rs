@@ -22,8 +22,19 @@ enum Command {
         #[arg(short, long, default_value = "config.toml")]
         config: PathBuf,
     },
-    /// Check the configuration, print what it sets up, and exit 1 on any problem.
+    /// Check the configuration and every list, print what they set up, and
+    /// exit 1 on any problem (`path:line: what is wrong`).
     Check {
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Say what sinkd would do with a name, and why.
+    Query {
+        /// The name to look up, e.g. tracking.miui.com
+        name: String,
+        /// The query type (A, AAAA, HTTPS, …).
+        #[arg(short = 't', long = "type", default_value = "A")]
+        qtype: String,
         #[arg(short, long, default_value = "config.toml")]
         config: PathBuf,
     },
@@ -39,6 +50,11 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve { config } => serve(config),
         Command::Check { config } => check(config),
+        Command::Query {
+            name,
+            qtype,
+            config,
+        } => query(config, &name, &qtype),
     }
 }
 
@@ -76,9 +92,13 @@ fn check(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = sinkd::pipeline::Pipeline::new(&loaded) {
+    if let Err(e) = sinkd::pipeline::Pipeline::new(&loaded, sinkd::blocking::Policy::empty()) {
         eprintln!("{}: {e}", loaded.path.display());
         return ExitCode::FAILURE;
+    }
+    let load = sinkd::blocking::load(&loaded, &[]);
+    for problem in load.unreadable.iter().chain(&load.problems) {
+        eprintln!("{problem}");
     }
     let c = &loaded.config;
     println!("{}: ok", loaded.path.display());
@@ -103,5 +123,69 @@ fn check(path: PathBuf) -> ExitCode {
             c.cache.min_ttl, c.cache.max_ttl
         ),
     }
+    let (block, allow, ranges) = load.policy.counts();
+    println!(
+        "  blocking  {} list files: {block} blocked names and rules, {allow} allowed, {ranges} address ranges ({} ms)",
+        load.files,
+        load.took.as_millis()
+    );
+    let problems = load.unreadable.len() + load.problems.len();
+    if problems > 0 {
+        eprintln!("{problems} problems");
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
+}
+
+fn query(path: PathBuf, name: &str, qtype: &str) -> ExitCode {
+    let loaded = match config::load(&path) {
+        Ok(loaded) => loaded,
+        Err(problem) => {
+            eprintln!("{problem}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Ok(record_type) = qtype
+        .to_ascii_uppercase()
+        .parse::<hickory_proto::rr::RecordType>()
+    else {
+        eprintln!("unknown query type `{qtype}`");
+        return ExitCode::FAILURE;
+    };
+    let load = sinkd::blocking::load(&loaded, &[]);
+    for problem in &load.unreadable {
+        eprintln!("{problem}");
+    }
+    let normalized = sinkd::policy::normalize_name(name).into_owned();
+    let policy = &load.policy;
+    match policy.check(&normalized) {
+        sinkd::blocking::NameVerdict::Blocked(rule) => {
+            let answer = policy.answer_for(u16::from(record_type));
+            println!("{normalized} {record_type}: blocked by {rule}");
+            println!("  answered with {}", describe_answer(&answer));
+        }
+        sinkd::blocking::NameVerdict::Allowed(rule) => {
+            println!("{normalized} {record_type}: allowed by {rule}");
+            println!("  forwarded upstream; its answer is not inspected");
+        }
+        sinkd::blocking::NameVerdict::Pass => {
+            println!("{normalized} {record_type}: forwarded (on no list)");
+            let (_, _, ranges) = policy.counts();
+            if ranges > 0 {
+                println!(
+                    "  the answer is still blocked if a CNAME in it is listed or an address lies in one of {ranges} answer_ips ranges"
+                );
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn describe_answer(answer: &sinkd::wire::BlockedAnswer) -> String {
+    let rcode = sinkd::wire::Rcode::name(answer.rcode as u16);
+    match (answer.address, answer.soa) {
+        (Some(ip), _) => format!("{rcode} {ip} (TTL {})", answer.ttl),
+        (None, true) => format!("{rcode} and an SOA (cached for {} s)", answer.ttl),
+        (None, false) => rcode.to_string(),
+    }
 }

@@ -4,10 +4,13 @@
 //! 1. parse   the packet; malformed ones get FORMERR or are dropped
 //! 2. who     the client's address (device names come later)
 //! 3. may ask? `server.allow`, else REFUSED: never an open resolver
-//! 4. answer  from the cache, else from the upstreams
-//! 5. record  counters (and, later, the query log); never blocks the path
+//! 4. policy  allow lists, then blocklists: a blocked name is answered here
+//! 5. answer  from the cache, else from the upstreams
+//! 6. inspect a listed CNAME target or an address in a blocked range blocks
+//!    the answer, unless step 4 allow-listed the name
+//! 7. record  counters (and, later, the query log); never blocks the path
 //!
-//! Steps 1–4 up to a cache hit run inline on the listener's task
+//! Steps 1–6 up to a cache hit run inline on the listener's task
 //! ([`Pipeline::answer_now`]); only a miss goes to a task of its own
 //! ([`Pipeline::answer_upstream`]).
 
@@ -18,10 +21,11 @@ use std::time::Instant;
 use ipnet::IpNet;
 use tracing::debug;
 
+use crate::blocking::{Blocking, NameVerdict, Policy};
 use crate::cache::Cache;
 use crate::config::Loaded;
 use crate::upstream::{UpstreamError, Upstreams};
-use crate::wire::{self, Query, Rcode, Reject, TtlPolicy};
+use crate::wire::{self, Ede, Query, Rcode, Reject, TtlPolicy};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
@@ -33,6 +37,7 @@ pub enum Proto {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     Forwarded,
+    Blocked,
     Cached,
     Refused,
     Failed,
@@ -44,6 +49,7 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Forwarded => "forwarded",
+            Action::Blocked => "blocked",
             Action::Cached => "cached",
             Action::Refused => "refused",
             Action::Failed => "failed",
@@ -68,16 +74,20 @@ pub struct Pending {
     query: Query,
     key: Box<[u8]>,
     proto: Proto,
+    /// Allow-listed: answer inspection does not apply.
+    exempt: bool,
 }
 
 pub struct Pipeline {
     allow: Vec<IpNet>,
+    blocking: Blocking,
     cache: Cache,
     upstreams: Arc<Upstreams>,
 }
 
 impl Pipeline {
-    pub fn new(loaded: &Loaded) -> Result<Pipeline, String> {
+    /// `policy`: the lists as first loaded (see [`crate::blocking::load`]).
+    pub fn new(loaded: &Loaded, policy: Policy) -> Result<Pipeline, String> {
         let config = &loaded.config;
         let ttl = TtlPolicy {
             min: config.cache.min_ttl,
@@ -86,6 +96,7 @@ impl Pipeline {
         let ca_file = config.upstream.ca_file.as_ref().map(|p| loaded.resolve(p));
         Ok(Pipeline {
             allow: config.server.allow.clone(),
+            blocking: Blocking::new(policy),
             cache: Cache::new(config.cache.size),
             upstreams: Arc::new(Upstreams::new(
                 &config.upstream.servers.0,
@@ -98,6 +109,10 @@ impl Pipeline {
 
     pub fn upstreams(&self) -> &Upstreams {
         &self.upstreams
+    }
+
+    pub fn blocking(&self) -> &Blocking {
+        &self.blocking
     }
 
     /// Everything up to a cache hit. `key` is scratch space reused across
@@ -145,10 +160,29 @@ impl Pipeline {
             return Step::Reply;
         }
 
-        // 4. answer: the cache
+        // 4. policy
+        let policy = self.blocking.load();
+        let exempt = match query.name_end > wire::HEADER_LEN + 1 {
+            false => false, // the root: on no list
+            true => match policy.check(&query.name(packet)) {
+                NameVerdict::Blocked(rule) => {
+                    block(packet, &query, &policy, rule, out);
+                    return Step::Reply;
+                }
+                NameVerdict::Allowed(_) => true,
+                NameVerdict::Pass => false,
+            },
+        };
+
+        // 5. answer: the cache
         query.cache_key(packet, key);
         let now = Instant::now();
         if let Some(entry) = self.cache.get(key, now) {
+            // 6. inspect
+            if let Some(rule) = (!exempt).then(|| policy.inspect(&entry.answer)).flatten() {
+                block(packet, &query, &policy, rule, out);
+                return Step::Reply;
+            }
             entry
                 .answer
                 .write(packet, &query, entry.age(now), limit(proto, &query), out);
@@ -160,22 +194,34 @@ impl Pipeline {
             query,
             key: key.as_slice().into(),
             proto,
+            exempt,
         })
     }
 
-    /// Step 4 from the upstreams, then step 5. Always produces an answer:
-    /// SERVFAIL when no upstream could give one.
+    /// Step 5 from the upstreams, then steps 6 and 7. Always produces an
+    /// answer: SERVFAIL when no upstream could give one.
     pub async fn answer_upstream(&self, pending: Pending) -> Vec<u8> {
         let Pending {
             packet,
             query,
             key,
             proto,
+            exempt,
         } = pending;
         let mut out = Vec::new();
         match self.upstreams.resolve(&key, packet.clone(), query).await {
             Ok(answered) => {
+                // Stored as the upstream gave it: inspection runs on every
+                // hit, against the lists of that moment.
                 self.cache.insert(&key, &answered.answer, Instant::now());
+                let policy = self.blocking.load();
+                if let Some(rule) = (!exempt)
+                    .then(|| policy.inspect(&answered.answer))
+                    .flatten()
+                {
+                    block(&packet, &query, &policy, rule, &mut out);
+                    return out;
+                }
                 answered
                     .answer
                     .write(&packet, &query, 0, limit(proto, &query), &mut out);
@@ -197,6 +243,18 @@ impl Pipeline {
     fn allowed(&self, client: IpAddr) -> bool {
         self.allow.iter().any(|net| net.contains(&client))
     }
+}
+
+/// Answers a blocked query as the configured mode says, naming the rule in
+/// an Extended DNS Error.
+fn block(packet: &[u8], query: &Query, policy: &Policy, rule: String, out: &mut Vec<u8>) {
+    debug!(name = %query.name(packet), %rule, "blocked");
+    let ede = Ede {
+        code: Ede::BLOCKED,
+        text: rule,
+    };
+    wire::blocked_answer(packet, query, &policy.answer_for(query.qtype), &ede, out);
+    record(Action::Blocked);
 }
 
 fn limit(proto: Proto, query: &Query) -> usize {

@@ -5,9 +5,13 @@
 //! from the packet and answers by copying stored bytes. hickory-proto is used
 //! where a whole message must be understood (talking to upstreams, tests).
 
+use std::net::IpAddr;
 use std::ops::Range;
 
 pub const HEADER_LEN: usize = 12;
+pub const TYPE_A: u16 = 1;
+pub const TYPE_CNAME: u16 = 5;
+pub const TYPE_AAAA: u16 = 28;
 pub const TYPE_OPT: u16 = 41;
 pub const TYPE_SOA: u16 = 6;
 pub const TYPE_AXFR: u16 = 252;
@@ -175,20 +179,8 @@ impl Query {
     /// (`"."` for the root). Used for logs and policy, never on a cache hit.
     pub fn name(&self, packet: &[u8]) -> String {
         let mut out = String::with_capacity(self.name_end - HEADER_LEN);
-        let mut pos = HEADER_LEN;
-        while packet[pos] != 0 {
-            let len = packet[pos] as usize;
-            if !out.is_empty() {
-                out.push('.');
-            }
-            for &b in &packet[pos + 1..pos + 1 + len] {
-                match b.to_ascii_lowercase() {
-                    c @ (b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*') => out.push(c as char),
-                    c => out.push_str(&format!("\\{c:03}")),
-                }
-            }
-            pos += 1 + len;
-        }
+        // The question was checked when parsed, so reading it cannot fail.
+        read_name(packet, HEADER_LEN, &mut out);
         if out.is_empty() {
             out.push('.');
         }
@@ -279,6 +271,105 @@ fn skip_record(buf: &[u8], pos: usize) -> Option<RecordAt> {
     })
 }
 
+/// Reads the possibly compressed name at `pos` as lowercase text without the
+/// final dot (`""` for the root). Pointers must point backwards, which also
+/// rules out loops.
+pub fn read_name(buf: &[u8], mut pos: usize, out: &mut String) -> Option<()> {
+    out.clear();
+    let mut limit = pos;
+    loop {
+        let len = *buf.get(pos)? as usize;
+        match len {
+            0 => return Some(()),
+            1..=63 => {
+                let label = buf.get(pos + 1..pos + 1 + len)?;
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                for &b in label {
+                    match b.to_ascii_lowercase() {
+                        c @ (b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*') => out.push(c as char),
+                        c => out.push_str(&format!("\\{c:03}")),
+                    }
+                }
+                if out.len() > 1024 {
+                    return None;
+                }
+                pos += 1 + len;
+            }
+            0xC0..=0xFF => {
+                let target = ((len & 0x3F) << 8) | *buf.get(pos + 1)? as usize;
+                if target >= limit {
+                    return None;
+                }
+                limit = target;
+                pos = target;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// What a blocked query is answered with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockedAnswer {
+    pub rcode: Rcode,
+    /// The address for the answer section, when there is one for this type.
+    pub address: Option<IpAddr>,
+    /// Whether to add an SOA so the client caches the negative answer.
+    pub soa: bool,
+    pub ttl: u32,
+}
+
+/// Writes a synthesized answer for a blocked query: the question, an address
+/// record or an SOA (owned by the question name, MINIMUM = TTL, so clients
+/// cache it for `ttl`), and an Extended DNS Error naming the rule.
+pub fn blocked_answer(
+    packet: &[u8],
+    query: &Query,
+    blocked: &BlockedAnswer,
+    ede: &Ede,
+    out: &mut Vec<u8>,
+) {
+    error_answer_with(packet, query, blocked.rcode, None, out);
+    out.truncate(query.question_end);
+    out[7] = 0; // ANCOUNT, NSCOUNT and ARCOUNT are set below
+    out[9] = 0;
+    out[11] = 0;
+    let ttl = blocked.ttl.to_be_bytes();
+    let owner = [0xC0, HEADER_LEN as u8]; // pointer to the question name
+    if let Some(address) = blocked.address {
+        let (rtype, rdata): (u16, &[u8]) = match &address {
+            IpAddr::V4(v4) => (TYPE_A, &v4.octets()[..]),
+            IpAddr::V6(v6) => (TYPE_AAAA, &v6.octets()[..]),
+        };
+        out.extend_from_slice(&owner);
+        out.extend_from_slice(&rtype.to_be_bytes());
+        out.extend_from_slice(&1u16.to_be_bytes());
+        out.extend_from_slice(&ttl);
+        out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        out.extend_from_slice(rdata);
+        set_count(out, 1, 1);
+    } else if blocked.soa {
+        const MNAME: &[u8] = b"\x05sinkd\x07invalid\x00";
+        const RNAME: &[u8] = b"\x07blocked\x05sinkd\x07invalid\x00";
+        out.extend_from_slice(&owner);
+        out.extend_from_slice(&TYPE_SOA.to_be_bytes());
+        out.extend_from_slice(&1u16.to_be_bytes());
+        out.extend_from_slice(&ttl);
+        out.extend_from_slice(&((MNAME.len() + RNAME.len() + 20) as u16).to_be_bytes());
+        out.extend_from_slice(MNAME);
+        out.extend_from_slice(RNAME);
+        for value in [1u32, 3600, 600, 86400, blocked.ttl] {
+            out.extend_from_slice(&value.to_be_bytes());
+        }
+        set_count(out, 2, 1);
+    }
+    if query.edns.is_some() {
+        push_opt(out, query, 0, Some(ede));
+    }
+}
+
 /// The record layout of a whole message (typically an upstream's answer).
 #[derive(Debug, Default)]
 pub struct Layout {
@@ -346,20 +437,71 @@ fn count(buf: &[u8], section: usize) -> u16 {
 }
 
 /// Appends our OPT record (RFC 6891) and counts it in ARCOUNT. `ext_rcode`
-/// carries the upper eight bits of a 12-bit rcode.
-fn push_opt(out: &mut Vec<u8>, query: &Query, ext_rcode: u8) {
+/// carries the upper eight bits of a 12-bit rcode; `ede` adds an Extended
+/// DNS Error (RFC 8914).
+fn push_opt(out: &mut Vec<u8>, query: &Query, ext_rcode: u8, ede: Option<&Ede>) {
     let dnssec_ok = if query.dnssec_ok() { 0x80 } else { 0 };
     out.extend_from_slice(&[0, 0, 41]); // root owner, TYPE OPT
     out.extend_from_slice(&OUR_UDP_PAYLOAD.to_be_bytes());
-    out.extend_from_slice(&[ext_rcode, 0, dnssec_ok, 0, 0, 0]);
+    out.extend_from_slice(&[ext_rcode, 0, dnssec_ok, 0]);
+    match ede {
+        None => out.extend_from_slice(&[0, 0]),
+        Some(ede) => {
+            // Keep the whole answer well inside 512 bytes whatever the rule says.
+            let text = truncate_utf8(&ede.text, 200).as_bytes();
+            let option_len = 2 + text.len() as u16;
+            out.extend_from_slice(&(4 + option_len).to_be_bytes());
+            out.extend_from_slice(&EDE_OPTION.to_be_bytes());
+            out.extend_from_slice(&option_len.to_be_bytes());
+            out.extend_from_slice(&ede.code.to_be_bytes());
+            out.extend_from_slice(text);
+        }
+    }
     let arcount = count(out, 3) + 1;
     set_count(out, 3, arcount);
+}
+
+fn truncate_utf8(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// EDNS option code of Extended DNS Errors (RFC 8914).
+const EDE_OPTION: u16 = 15;
+
+/// An Extended DNS Error: why an answer is what it is, for the person looking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ede {
+    pub code: u16,
+    pub text: String,
+}
+
+impl Ede {
+    /// RFC 8914 info-code 15: the name is on a blocklist of this resolver.
+    pub const BLOCKED: u16 = 15;
 }
 
 /// An answer sinkd makes itself from the query alone: REFUSED, SERVFAIL,
 /// NOTIMP, FORMERR… The question is echoed and our OPT added when the client
 /// used EDNS.
 pub fn error_answer(packet: &[u8], query: &Query, rcode: Rcode, out: &mut Vec<u8>) {
+    error_answer_with(packet, query, rcode, None, out)
+}
+
+/// [`error_answer`] with an Extended DNS Error for clients that use EDNS.
+pub fn error_answer_with(
+    packet: &[u8],
+    query: &Query,
+    rcode: Rcode,
+    ede: Option<&Ede>,
+    out: &mut Vec<u8>,
+) {
     out.clear();
     out.extend_from_slice(&packet[..query.question_end]);
     let flags = FLAG_QR | FLAG_RA | (query.flags & (FLAG_RD | FLAG_CD)) | (rcode as u16 & 0xF);
@@ -368,7 +510,7 @@ pub fn error_answer(packet: &[u8], query: &Query, rcode: Rcode, out: &mut Vec<u8
         set_count(out, section, 0);
     }
     if query.edns.is_some() || rcode == Rcode::BadVers {
-        push_opt(out, query, (rcode as u16 >> 4) as u8);
+        push_opt(out, query, (rcode as u16 >> 4) as u8, ede);
     }
 }
 
@@ -397,6 +539,8 @@ pub struct WireAnswer {
     /// after the configured clamps; `None` when it must not be cached.
     pub cache_ttl: Option<u32>,
     pub rcode: u16,
+    cname_targets: Box<[Box<str>]>,
+    addresses: Box<[IpAddr]>,
 }
 
 /// Clamps applied to TTLs of stored answers.
@@ -433,6 +577,8 @@ impl WireAnswer {
                 question_end: query.question_end as u16,
                 cache_ttl: None,
                 rcode,
+                cname_targets: Box::new([]),
+                addresses: Box::new([]),
             });
         }
 
@@ -489,12 +635,33 @@ impl WireAnswer {
             (true, u32::MAX) => negative_ttl,
             (true, t) => Some(t),
         };
+        let mut cname_targets = Vec::new();
+        let mut addresses = Vec::new();
+        for rec in &layout.answers {
+            let rdata = &buf[rec.rdata.0..rec.rdata.1];
+            match rec.rtype {
+                TYPE_A if rdata.len() == 4 => {
+                    addresses.push(IpAddr::from(<[u8; 4]>::try_from(rdata).unwrap()))
+                }
+                TYPE_AAAA if rdata.len() == 16 => {
+                    addresses.push(IpAddr::from(<[u8; 16]>::try_from(rdata).unwrap()))
+                }
+                TYPE_CNAME => {
+                    let mut name = String::new();
+                    read_name(&buf, rec.rdata.0, &mut name)?;
+                    cname_targets.push(name.into());
+                }
+                _ => {}
+            }
+        }
         Some(WireAnswer {
             ttl_offsets: records.iter().map(|r| r.ttl_at as u16).collect(),
             bytes: buf.into(),
             question_end: query.question_end as u16,
             cache_ttl,
             rcode,
+            cname_targets: cname_targets.into(),
+            addresses: addresses.into(),
         })
     }
 
@@ -527,8 +694,18 @@ impl WireAnswer {
             }
         }
         if query.edns.is_some() {
-            push_opt(out, query, 0);
+            push_opt(out, query, 0, None);
         }
+    }
+
+    /// CNAME targets in the answer section: what CNAME-cloaking inspection checks.
+    pub fn cname_targets(&self) -> &[Box<str>] {
+        &self.cname_targets
+    }
+
+    /// A and AAAA addresses in the answer section: what answer-IP inspection checks.
+    pub fn addresses(&self) -> &[IpAddr] {
+        &self.addresses
     }
 
     pub fn is_authoritative(&self) -> bool {

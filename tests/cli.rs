@@ -20,14 +20,24 @@ fn stderr(out: &Output) -> String {
 }
 
 #[test]
-fn check_prints_what_a_good_config_sets_up() {
-    let shipped =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
-    let (out, _) = sinkd(&["check"], &shipped);
+fn check_prints_what_the_shipped_config_sets_up() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sinkd"))
+        .args([
+            "check",
+            "-c",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
+        ])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("0.0.0.0:53"), "{text}");
     assert!(text.contains("tls://9.9.9.9:853#dns.quad9.net"), "{text}");
+    assert!(
+        text.contains("6 list files"),
+        "lists found from any directory: {text}"
+    );
 }
 
 #[test]

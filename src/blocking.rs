@@ -1,0 +1,453 @@
+//! The blocking snapshot: every list loaded into one immutable [`Policy`],
+//! and the watcher that builds a new one when a list or the config changes.
+//!
+//! A query loads the current `Arc<Policy>` once and never waits: a reload
+//! builds the next snapshot on a blocking thread and swaps it in whole, so no
+//! query ever sees half a list. A list that cannot be read keeps the running
+//! snapshot; a broken line is reported as `path:line: why` and skipped.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tracing::{error, info, warn};
+
+use crate::config::{self, BlockMode, BlockingConfig, Loaded, Problem};
+use crate::policy::{DomainSet, DomainSetBuilder, Match, RangeSet, RangeSetBuilder, Verdict};
+use crate::wire::{BlockedAnswer, Rcode, TYPE_A, TYPE_AAAA, WireAnswer};
+
+/// Line errors logged per file before the rest are only counted.
+const LOGGED_LINE_ERRORS: usize = 20;
+
+/// Everything blocking needs to decide about one query.
+pub struct Policy {
+    domains: DomainSet,
+    ranges: RangeSet,
+    /// Rule files as shown to people (relative to the config's directory).
+    files: Vec<String>,
+    mode: BlockMode,
+    ttl: u32,
+}
+
+/// The outcome of the name check.
+pub enum NameVerdict {
+    /// Blocked by this rule (`file:line pattern`).
+    Blocked(String),
+    /// On an allow list: exempt from blocking and from answer inspection.
+    Allowed(String),
+    Pass,
+}
+
+impl Policy {
+    pub fn empty() -> Policy {
+        Policy {
+            domains: DomainSetBuilder::new().build(),
+            ranges: RangeSetBuilder::new().build(),
+            files: Vec::new(),
+            mode: BlockMode::Null,
+            ttl: 60,
+        }
+    }
+
+    /// `name`: lowercase, no trailing dot.
+    pub fn check(&self, name: &str) -> NameVerdict {
+        match self.domains.check(name) {
+            Verdict::None => NameVerdict::Pass,
+            Verdict::Blocked(m) => NameVerdict::Blocked(self.describe(&m)),
+            Verdict::Allowed(m) => NameVerdict::Allowed(self.describe(&m)),
+        }
+    }
+
+    fn describe(&self, m: &Match) -> String {
+        format!("{} {}", self.location(m.rule.file, m.rule.line), m.pattern)
+    }
+
+    fn location(&self, file: u16, line: u32) -> String {
+        let file = self.files.get(file as usize).map_or("?", |f| f.as_str());
+        format!("{file}:{line}")
+    }
+
+    /// Answer inspection: a CNAME target on a blocklist (CNAME cloaking) or an
+    /// address in an `answer_ips` range blocks the whole answer.
+    pub fn inspect(&self, answer: &WireAnswer) -> Option<String> {
+        for target in answer.cname_targets() {
+            if let Verdict::Blocked(m) = self.domains.check(target) {
+                return Some(format!("{} (CNAME {target})", self.describe(&m)));
+            }
+        }
+        if self.ranges.is_empty() {
+            return None;
+        }
+        for &ip in answer.addresses() {
+            if let Some((rule, net)) = self.ranges.check(ip) {
+                return Some(format!(
+                    "{} {net} (answer {ip})",
+                    self.location(rule.file, rule.line)
+                ));
+            }
+        }
+        None
+    }
+
+    /// How to answer a blocked query of type `qtype`.
+    pub fn answer_for(&self, qtype: u16) -> BlockedAnswer {
+        let ttl = self.ttl;
+        let nodata = BlockedAnswer {
+            rcode: Rcode::NoError,
+            address: None,
+            soa: true,
+            ttl,
+        };
+        let with = |address: Option<IpAddr>| match address {
+            Some(_) => BlockedAnswer { address, ..nodata },
+            None => nodata,
+        };
+        match (self.mode, qtype) {
+            (BlockMode::Null, TYPE_A) => with(Some(Ipv4Addr::UNSPECIFIED.into())),
+            (BlockMode::Null, TYPE_AAAA) => with(Some(Ipv6Addr::UNSPECIFIED.into())),
+            (BlockMode::Ip { v4, .. }, TYPE_A) => with(v4.map(IpAddr::from)),
+            (BlockMode::Ip { v6, .. }, TYPE_AAAA) => with(v6.map(IpAddr::from)),
+            (BlockMode::Null | BlockMode::Ip { .. } | BlockMode::NoData, _) => nodata,
+            (BlockMode::NxDomain, _) => BlockedAnswer {
+                rcode: Rcode::NxDomain,
+                ..nodata
+            },
+            (BlockMode::Refused, _) => BlockedAnswer {
+                rcode: Rcode::Refused,
+                soa: false,
+                ..nodata
+            },
+        }
+    }
+
+    /// Entries loaded: block and allow names and rules, and address ranges.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.domains.block_len(),
+            self.domains.allow_len(),
+            self.ranges.len(),
+        )
+    }
+}
+
+/// The files one `lists`/`allow`/`answer_ips` entry stands for.
+fn expand(loaded: &Loaded, pattern: &str) -> Result<Vec<PathBuf>, String> {
+    let path = loaded.resolve(pattern);
+    let text = path.to_string_lossy();
+    if text.contains(['*', '?', '[']) {
+        let mut files: Vec<PathBuf> = glob::glob(&text)
+            .map_err(|e| format!("`{pattern}`: {e}"))?
+            .filter_map(Result::ok)
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        return Ok(files);
+    }
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && is_list_file(p))
+            .collect();
+        files.sort();
+        return Ok(files);
+    }
+    Ok(vec![path])
+}
+
+/// In a directory, the files that hold lists: not hidden, not documentation,
+/// not an editor's backup.
+fn is_list_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    !(name.starts_with('.')
+        || name.ends_with('~')
+        || name.ends_with(".md")
+        || name.ends_with(".swp")
+        || name.ends_with(".bak"))
+}
+
+/// What a load produced: the snapshot, or why the running one must stay.
+pub struct Load {
+    pub policy: Policy,
+    /// Broken lines: skipped, the rest loaded.
+    pub problems: Vec<Problem>,
+    /// Lists that could not be read (or patterns that could not be expanded):
+    /// a reload with any of these keeps the running snapshot; at start sinkd
+    /// serves what it could read.
+    pub unreadable: Vec<Problem>,
+    pub files: usize,
+    pub took: Duration,
+}
+
+/// The shown name of a list file: relative to the config's directory when
+/// inside it.
+fn shown(loaded: &Loaded, path: &Path) -> String {
+    let dir = loaded.path.parent().unwrap_or(Path::new(""));
+    let relative = match dir.as_os_str().is_empty() {
+        true => path,
+        false => path.strip_prefix(dir).unwrap_or(path),
+    };
+    relative.display().to_string()
+}
+
+/// Reads every list of `loaded`'s `[blocking]` section (and `extra_lists`,
+/// downloaded ones: path and whether it is an allow list) into a new [`Policy`].
+pub fn load(loaded: &Loaded, extra_lists: &[(PathBuf, bool)]) -> Load {
+    let started = Instant::now();
+    let config = &loaded.config.blocking;
+    let mut problems = Vec::new();
+    let mut fatal = Vec::new();
+    let mut files = Vec::new();
+    let mut domains = DomainSetBuilder::new();
+    let mut ranges = RangeSetBuilder::new();
+    let mut seen = HashSet::new();
+
+    let groups = [
+        (&config.lists, Kind::Block),
+        (&config.allow, Kind::Allow),
+        (&config.answer_ips, Kind::Ranges),
+    ];
+    let mut planned: Vec<(PathBuf, Kind)> = Vec::new();
+    for (patterns, kind) in groups {
+        for pattern in patterns {
+            match expand(loaded, pattern) {
+                Ok(paths) if paths.is_empty() => warn!("blocking: `{pattern}` matches no file"),
+                Ok(paths) => planned.extend(paths.into_iter().map(|p| (p, kind))),
+                Err(message) => fatal.push(config_problem(loaded, message)),
+            }
+        }
+    }
+    planned.extend(
+        extra_lists
+            .iter()
+            .map(|(p, allow)| (p.clone(), if *allow { Kind::Allow } else { Kind::Block })),
+    );
+
+    for (path, kind) in planned {
+        if !seen.insert((path.clone(), kind)) {
+            continue;
+        }
+        let text = match std::fs::read(&path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => {
+                fatal.push(Problem {
+                    path: path.clone(),
+                    line: 0,
+                    column: None,
+                    message: format!("cannot read this list: {e}"),
+                });
+                continue;
+            }
+        };
+        let Ok(file) = u16::try_from(files.len()) else {
+            fatal.push(config_problem(loaded, "more than 65535 list files".into()));
+            break;
+        };
+        files.push(shown(loaded, &path));
+        let errors = match kind {
+            Kind::Block => domains.add_text(file, &text, false),
+            Kind::Allow => domains.add_text(file, &text, true),
+            Kind::Ranges => ranges.add_text(file, &text),
+        };
+        problems.extend(errors.into_iter().map(|e| Problem {
+            path: path.clone(),
+            line: e.line as usize,
+            column: None,
+            message: e.message,
+        }));
+    }
+    let file_count = files.len();
+    Load {
+        policy: Policy {
+            domains: domains.build(),
+            ranges: ranges.build(),
+            files,
+            mode: config.mode,
+            ttl: config.ttl,
+        },
+        problems,
+        unreadable: fatal,
+        files: file_count,
+        took: started.elapsed(),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Kind {
+    Block,
+    Allow,
+    Ranges,
+}
+
+fn config_problem(loaded: &Loaded, message: String) -> Problem {
+    Problem {
+        path: loaded.path.clone(),
+        line: 0,
+        column: None,
+        message: format!("blocking: {message}"),
+    }
+}
+
+/// Logs a load's problems (a few broken lines per file) and its summary.
+pub fn report(load: &Load) {
+    for problem in &load.unreadable {
+        error!("{problem}");
+    }
+    let mut per_file: std::collections::HashMap<&Path, usize> = Default::default();
+    for problem in &load.problems {
+        let n = per_file.entry(&problem.path).or_default();
+        *n += 1;
+        if *n <= LOGGED_LINE_ERRORS {
+            warn!("{problem}");
+        }
+    }
+    for (path, n) in per_file {
+        if n > LOGGED_LINE_ERRORS {
+            warn!(
+                "{}: {} more lines skipped",
+                path.display(),
+                n - LOGGED_LINE_ERRORS
+            );
+        }
+    }
+    let (block, allow, ranges) = load.policy.counts();
+    info!(
+        files = load.files,
+        block,
+        allow,
+        ranges,
+        skipped = load.problems.len(),
+        ms = load.took.as_millis() as u64,
+        "lists loaded"
+    );
+}
+
+/// The live snapshot and what it was built from.
+pub struct Blocking {
+    current: ArcSwap<Policy>,
+}
+
+impl Blocking {
+    pub fn new(policy: Policy) -> Blocking {
+        Blocking {
+            current: ArcSwap::from_pointee(policy),
+        }
+    }
+
+    /// The snapshot for one query.
+    pub fn load(&self) -> arc_swap::Guard<Arc<Policy>> {
+        self.current.load()
+    }
+
+    pub fn swap(&self, policy: Policy) {
+        self.current.store(Arc::new(policy));
+    }
+}
+
+/// Directories to watch for `config`'s lists: where each file, glob or
+/// directory lives.
+pub fn watch_dirs(loaded: &Loaded) -> Vec<PathBuf> {
+    let blocking: &BlockingConfig = &loaded.config.blocking;
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let config_dir = loaded.resolve("");
+    dirs.push(config_dir);
+    for pattern in blocking
+        .lists
+        .iter()
+        .chain(&blocking.allow)
+        .chain(&blocking.answer_ips)
+    {
+        let path = loaded.resolve(pattern);
+        let text = path.to_string_lossy().into_owned();
+        let dir = if text.contains(['*', '?', '[']) {
+            // The deepest directory without a wildcard.
+            let cut = text.find(['*', '?', '[']).unwrap();
+            PathBuf::from(&text[..cut])
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+        } else if path.is_dir() {
+            path
+        } else {
+            path.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    dirs
+}
+
+/// Whether a changed path matters to `config`: the config file itself, or a
+/// file one of its list entries stands for (or could stand for, once created).
+pub fn is_relevant(loaded: &Loaded, changed: &Path) -> bool {
+    if same_file(changed, &loaded.path) {
+        return true;
+    }
+    let blocking = &loaded.config.blocking;
+    blocking
+        .lists
+        .iter()
+        .chain(&blocking.allow)
+        .chain(&blocking.answer_ips)
+        .any(|pattern| {
+            let path = loaded.resolve(pattern);
+            let text = path.to_string_lossy();
+            if text.contains(['*', '?', '[']) {
+                glob::Pattern::new(&text).is_ok_and(|p| p.matches_path(changed))
+            } else if path.is_dir() {
+                changed.parent() == Some(path.as_path()) && is_list_file(changed)
+            } else {
+                same_file(changed, &path)
+            }
+        })
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || absolute(a) == absolute(b)
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    match path.parent().map(|dir| (dir, dir.canonicalize())) {
+        Some((_, Ok(dir))) => dir.join(path.file_name().unwrap_or_default()),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Re-reads the config (its `[blocking]` section) and every list, and swaps
+/// the new snapshot in. On any error the running snapshot stays.
+pub fn reload(
+    loaded: &Loaded,
+    blocking: &Blocking,
+    extra_lists: &[(PathBuf, bool)],
+) -> Option<Loaded> {
+    let fresh = match config::load(&loaded.path) {
+        Ok(fresh) => fresh,
+        Err(problem) => {
+            error!("{problem} (keeping the running configuration)");
+            return None;
+        }
+    };
+    if fresh.config.server != loaded.config.server
+        || fresh.config.upstream != loaded.config.upstream
+        || fresh.config.cache != loaded.config.cache
+    {
+        warn!(
+            "{}: changes outside [blocking] take effect when sinkd restarts",
+            loaded.path.display()
+        );
+    }
+    let load = load(&fresh, extra_lists);
+    if !load.unreadable.is_empty() {
+        for problem in &load.unreadable {
+            error!("{problem} (keeping the lists as they were)");
+        }
+        return None;
+    }
+    report(&load);
+    blocking.swap(load.policy);
+    Some(fresh)
+}
