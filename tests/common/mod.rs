@@ -248,7 +248,18 @@ impl Sinkd {
     /// Writes `config` (TOML) to a temp dir and runs `sinkd serve -c` on it.
     /// The config must listen on 127.0.0.1:0.
     pub fn start(config: &str) -> Sinkd {
+        Sinkd::start_with_files(config, &[])
+    }
+
+    /// Like [`Sinkd::start`], with extra files (lists) written beside the config
+    /// first; their paths are relative to the temp dir.
+    pub fn start_with_files(config: &str, files: &[(&str, &str)]) -> Sinkd {
         let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_sinkd"))
@@ -283,14 +294,34 @@ impl Sinkd {
 
     /// A config listening on 127.0.0.1:0 with the given upstreams and extra TOML.
     pub fn with_upstreams(upstreams: &[SocketAddr], extra: &str) -> Sinkd {
-        let servers: Vec<String> = upstreams.iter().map(|a| format!("\"udp://{a}\"")).collect();
-        Sinkd::start(&format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nallow = [\"127.0.0.0/8\"]\n\n\
-             [upstream]\nservers = [{}]\ntimeout_ms = 1000\n{extra}\n",
-            servers.join(", ")
-        ))
+        Sinkd::start(&config_for(upstreams, extra))
+    }
+
+    /// A path inside sinkd's config directory.
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    /// Sends SIGHUP, as `systemctl reload` does.
+    pub fn hangup(&self) {
+        Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
     }
 }
+
+/// Config text listening on 127.0.0.1:0 with the given upstreams and extra TOML.
+pub fn config_for(upstreams: &[SocketAddr], extra: &str) -> String {
+    let servers: Vec<String> = upstreams.iter().map(|a| format!("\"udp://{a}\"")).collect();
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nallow = [\"127.0.0.0/8\"]\n\n\
+         [upstream]\nservers = [{}]\ntimeout_ms = 1000\n{extra}\n",
+        servers.join(", ")
+    )
+}
+
+impl Sinkd {}
 
 impl Drop for Sinkd {
     fn drop(&mut self) {
@@ -372,6 +403,18 @@ pub async fn ask_tcp_pipelined(server: SocketAddr, messages: &[Message]) -> Vec<
         replies.push(Message::from_vec(&buf).unwrap());
     }
     replies
+}
+
+/// The Extended DNS Error in an answer: info-code and text.
+pub fn ede(m: &Message) -> Option<(u16, String)> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    match m.edns.as_ref()?.options().get(EdnsCode::from(15u16))? {
+        EdnsOption::Unknown(_, data) if data.len() >= 2 => Some((
+            u16::from_be_bytes([data[0], data[1]]),
+            String::from_utf8_lossy(&data[2..]).into_owned(),
+        )),
+        _ => None,
+    }
 }
 
 pub fn rdatas(m: &Message) -> Vec<String> {
