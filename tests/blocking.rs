@@ -75,10 +75,7 @@ const DEFAULT: &str =
 
 async fn is_blocked(sinkd: &Sinkd, name: &str) -> bool {
     let r = ask(sinkd.addr, name, RecordType::A).await;
-    match rdatas(&r).as_slice() {
-        [ip] if ip == "0.0.0.0" => true,
-        _ => false,
-    }
+    rdatas(&r) == ["0.0.0.0"]
 }
 
 #[tokio::test(flavor = "multi_thread")]
