@@ -193,9 +193,9 @@ fn shown(loaded: &Loaded, path: &Path) -> String {
     relative.display().to_string()
 }
 
-/// Reads every list of `loaded`'s `[blocking]` section (and `extra_lists`,
-/// downloaded ones: path and whether it is an allow list) into a new [`Policy`].
-pub fn load(loaded: &Loaded, extra_lists: &[(PathBuf, bool)]) -> Load {
+/// Reads every list of `loaded`'s `[blocking]` section, and the downloaded
+/// copies of its remote lists, into a new [`Policy`].
+pub fn load(loaded: &Loaded) -> Load {
     let started = Instant::now();
     let config = &loaded.config.blocking;
     let mut problems = Vec::new();
@@ -221,9 +221,9 @@ pub fn load(loaded: &Loaded, extra_lists: &[(PathBuf, bool)]) -> Load {
         }
     }
     planned.extend(
-        extra_lists
-            .iter()
-            .map(|(p, allow)| (p.clone(), if *allow { Kind::Allow } else { Kind::Block })),
+        crate::remote::cached_lists(loaded)
+            .into_iter()
+            .map(|(p, allow)| (p, if allow { Kind::Allow } else { Kind::Block })),
     );
 
     for (path, kind) in planned {
@@ -419,11 +419,7 @@ fn absolute(path: &Path) -> PathBuf {
 
 /// Re-reads the config (its `[blocking]` section) and every list, and swaps
 /// the new snapshot in. On any error the running snapshot stays.
-pub fn reload(
-    loaded: &Loaded,
-    blocking: &Blocking,
-    extra_lists: &[(PathBuf, bool)],
-) -> Option<Loaded> {
+pub fn reload(loaded: &Loaded, blocking: &Blocking) -> Option<Loaded> {
     let fresh = match config::load(&loaded.path) {
         Ok(fresh) => fresh,
         Err(problem) => {
@@ -440,7 +436,7 @@ pub fn reload(
             loaded.path.display()
         );
     }
-    let load = load(&fresh, extra_lists);
+    let load = load(&fresh);
     if !load.unreadable.is_empty() {
         for problem in &load.unreadable {
             error!("{problem} (keeping the lists as they were)");

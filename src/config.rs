@@ -176,6 +176,10 @@ pub struct BlockingConfig {
     /// Lists downloaded over HTTP(S) and refreshed in the background.
     #[serde(default)]
     pub remote: Vec<RemoteList>,
+    /// Where downloaded lists are kept (default: `$STATE_DIRECTORY/lists`
+    /// under systemd, else `remote-lists/` beside the config).
+    #[serde(default)]
+    pub remote_dir: Option<PathBuf>,
 }
 
 impl Default for BlockingConfig {
@@ -187,6 +191,7 @@ impl Default for BlockingConfig {
             mode: BlockMode::default(),
             ttl: default_block_ttl(),
             remote: Vec::new(),
+            remote_dir: None,
         }
     }
 }

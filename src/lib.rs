@@ -8,6 +8,7 @@ pub mod listener;
 pub mod pipeline;
 pub mod policy;
 pub mod reload;
+pub mod remote;
 pub mod upstream;
 pub mod wire;
 
@@ -26,7 +27,7 @@ use crate::pipeline::Pipeline;
 /// stdout, so scripts and tests started with port 0 learn the port.
 pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(), StartError> {
     let config = &loaded.config;
-    let load = blocking::load(&loaded, &[]);
+    let load = blocking::load(&loaded);
     blocking::report(&load);
     let pipeline = Arc::new(Pipeline::new(&loaded, load.policy).map_err(StartError::Setup)?);
     upstream::describe(pipeline.upstreams());
@@ -54,6 +55,9 @@ pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(),
     println!("sinkd: ready");
 
     let reloader = reload::spawn(loaded.clone(), pipeline.clone());
+    let ca_file = config.upstream.ca_file.as_ref().map(|p| loaded.resolve(p));
+    let tls = upstream::client_tls(ca_file.as_deref()).map_err(StartError::Setup)?;
+    remote::spawn(&loaded, pipeline.upstreams().clone(), tls, reloader.clone());
     shutdown_signal(reloader).await;
     info!("shutting down");
     Ok(())

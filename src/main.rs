@@ -96,7 +96,7 @@ fn check(path: PathBuf) -> ExitCode {
         eprintln!("{}: {e}", loaded.path.display());
         return ExitCode::FAILURE;
     }
-    let load = sinkd::blocking::load(&loaded, &[]);
+    let load = sinkd::blocking::load(&loaded);
     for problem in load.unreadable.iter().chain(&load.problems) {
         eprintln!("{problem}");
     }
@@ -152,7 +152,7 @@ fn query(path: PathBuf, name: &str, qtype: &str) -> ExitCode {
         eprintln!("unknown query type `{qtype}`");
         return ExitCode::FAILURE;
     };
-    let load = sinkd::blocking::load(&loaded, &[]);
+    let load = sinkd::blocking::load(&loaded);
     for problem in &load.unreadable {
         eprintln!("{problem}");
     }

@@ -107,7 +107,7 @@ impl Pipeline {
         })
     }
 
-    pub fn upstreams(&self) -> &Upstreams {
+    pub fn upstreams(&self) -> &Arc<Upstreams> {
         &self.upstreams
     }
 

@@ -22,6 +22,7 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 enum Trigger {
     Files(Vec<PathBuf>),
     Signal,
+    Because(String),
 }
 
 /// A handle to ask for a reload (SIGHUP).
@@ -31,6 +32,11 @@ pub struct Reloader(mpsc::Sender<Trigger>);
 impl Reloader {
     pub fn reload_now(&self) {
         let _ = self.0.send(Trigger::Signal);
+    }
+
+    /// A reload for a reason of sinkd's own, e.g. a list was downloaded.
+    pub fn reload_because(&self, why: String) {
+        let _ = self.0.send(Trigger::Because(why));
     }
 }
 
@@ -108,7 +114,7 @@ fn run(
         }
         let Some(why) = why else { continue };
         info!("reloading: {why}");
-        if let Some(fresh) = blocking::reload(&loaded, pipeline.blocking(), &[]) {
+        if let Some(fresh) = blocking::reload(&loaded, pipeline.blocking()) {
             loaded = fresh;
             if let Some(d) = debouncer.as_mut() {
                 watch(d, &loaded, &mut watched);
@@ -121,6 +127,7 @@ fn run(
 fn describe(loaded: &Loaded, trigger: Trigger) -> Option<String> {
     match trigger {
         Trigger::Signal => Some("SIGHUP".into()),
+        Trigger::Because(why) => Some(why),
         Trigger::Files(paths) => paths
             .into_iter()
             .find(|p| blocking::is_relevant(loaded, p))

@@ -8,7 +8,7 @@
 //! and drops the flags the client needs.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::xfer::{DnsExchange, DnsHandle, FirstAnswer};
 use hickory_proto::op::{DnsRequest, DnsRequestOptions, Edns, Message, Query};
+use hickory_proto::rr::{Name, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_resolver::config::{ConnectionConfig, ProtocolConfig, ResolverOpts};
 use hickory_resolver::{ConnectionProvider, PoolContext, TlsConfig};
@@ -143,6 +144,37 @@ impl Upstreams {
             key,
         });
         lookup.await
+    }
+
+    /// The addresses of `name` (A and AAAA), asked of the upstreams directly:
+    /// for sinkd's own lookups (list downloads), which blocking never sees.
+    pub async fn lookup_ips(self: &Arc<Self>, name: &str) -> Result<Vec<IpAddr>, String> {
+        if let Ok(ip) = name.parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        let fqdn = Name::from_ascii(format!("{}.", name.trim_end_matches('.')))
+            .map_err(|e| format!("{name}: {e}"))?;
+        let mut ips = Vec::new();
+        let mut last_error = None;
+        for qtype in [RecordType::A, RecordType::AAAA] {
+            let mut message = Message::query();
+            message.metadata.recursion_desired = true;
+            message.queries.push(Query::query(fqdn.clone(), qtype));
+            let packet: Arc<[u8]> = message.to_vec().map_err(|e| e.to_string())?.into();
+            let query =
+                wire::Query::parse(&packet).map_err(|_| format!("{name}: not a valid name"))?;
+            let mut key = Vec::new();
+            query.cache_key(&packet, &mut key);
+            match self.resolve(&key, packet.clone(), query).await {
+                Ok(answered) => ips.extend_from_slice(answered.answer.addresses()),
+                Err(e) => last_error = Some(e.to_string()),
+            }
+        }
+        match (ips.is_empty(), last_error) {
+            (false, _) => Ok(ips),
+            (true, Some(e)) => Err(format!("{name}: {e}")),
+            (true, None) => Err(format!("{name} has no address")),
+        }
     }
 
     fn now_us(&self) -> u64 {
@@ -282,6 +314,14 @@ impl Upstreams {
     pub fn servers(&self) -> impl Iterator<Item = &str> {
         self.servers.iter().map(|s| &*s.label)
     }
+}
+
+/// The TLS client settings of the upstreams (Mozilla roots plus `ca_file`),
+/// for other HTTPS clients of sinkd's: list downloads.
+pub fn client_tls(ca_file: Option<&Path>) -> Result<ClientConfig, String> {
+    let mut config = tls_config(ca_file)?.config;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// hickory's TLS settings, with the Mozilla roots plus those in `ca_file`.
