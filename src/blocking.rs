@@ -231,7 +231,9 @@ pub fn load(loaded: &Loaded) -> Load {
             continue;
         }
         let text = match std::fs::read(&path) {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            // Valid UTF-8 (the usual case) is taken as it is, without a copy.
+            Ok(bytes) => String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             Err(e) => {
                 fatal.push(Problem {
                     path: path.clone(),

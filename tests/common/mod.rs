@@ -262,12 +262,15 @@ impl Sinkd {
         }
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).unwrap();
+        // The log goes beside the config, for tests that read it (`Sinkd::log`).
+        let log = std::fs::File::create(dir.path().join("sinkd.log")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_sinkd"))
             .args(["serve", "-c"])
             .arg(&config_path)
             .env("RUST_LOG", "sinkd=debug")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -284,8 +287,12 @@ impl Sinkd {
         }
         // Keep draining stdout so sinkd never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
+        if addr.is_none() {
+            let log = std::fs::read_to_string(dir.path().join("sinkd.log")).unwrap_or_default();
+            panic!("sinkd did not start:\n{log}");
+        }
         Sinkd {
-            addr: addr.expect("sinkd printed its address before exiting"),
+            addr: addr.unwrap(),
             dir,
             config_path,
             child,
@@ -300,6 +307,11 @@ impl Sinkd {
     /// A path inside sinkd's config directory.
     pub fn path(&self, relative: &str) -> PathBuf {
         self.dir.path().join(relative)
+    }
+
+    /// What sinkd logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("sinkd.log")).unwrap_or_default()
     }
 
     /// Sends SIGHUP, as `systemctl reload` does.
