@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tracing::{error, info, warn};
 
-use crate::config::{self, BlockMode, BlockingConfig, Loaded, Problem};
+use crate::config::{BlockMode, Loaded, Problem};
 use crate::policy::{DomainSet, DomainSetBuilder, Match, RangeSet, RangeSetBuilder, Verdict};
 use crate::wire::{BlockedAnswer, Rcode, TYPE_A, TYPE_AAAA, WireAnswer};
 
@@ -160,7 +160,7 @@ fn expand(loaded: &Loaded, pattern: &str) -> Result<Vec<PathBuf>, String> {
 
 /// In a directory, the files that hold lists: not hidden, not documentation,
 /// not an editor's backup.
-fn is_list_file(path: &Path) -> bool {
+pub(crate) fn is_list_file(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     !(name.starts_with('.')
         || name.ends_with('~')
@@ -347,105 +347,4 @@ impl Blocking {
     pub fn swap(&self, policy: Policy) {
         self.current.store(Arc::new(policy));
     }
-}
-
-/// Directories to watch for `config`'s lists: where each file, glob or
-/// directory lives.
-pub fn watch_dirs(loaded: &Loaded) -> Vec<PathBuf> {
-    let blocking: &BlockingConfig = &loaded.config.blocking;
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    let config_dir = loaded.resolve("");
-    dirs.push(config_dir);
-    for pattern in blocking
-        .lists
-        .iter()
-        .chain(&blocking.allow)
-        .chain(&blocking.answer_ips)
-    {
-        let path = loaded.resolve(pattern);
-        let text = path.to_string_lossy().into_owned();
-        let dir = if text.contains(['*', '?', '[']) {
-            // The deepest directory without a wildcard.
-            let cut = text.find(['*', '?', '[']).unwrap();
-            PathBuf::from(&text[..cut])
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default()
-        } else if path.is_dir() {
-            path
-        } else {
-            path.parent().map(Path::to_path_buf).unwrap_or_default()
-        };
-        if !dirs.contains(&dir) {
-            dirs.push(dir);
-        }
-    }
-    dirs
-}
-
-/// Whether a changed path matters to `config`: the config file itself, or a
-/// file one of its list entries stands for (or could stand for, once created).
-pub fn is_relevant(loaded: &Loaded, changed: &Path) -> bool {
-    if same_file(changed, &loaded.path) {
-        return true;
-    }
-    let blocking = &loaded.config.blocking;
-    blocking
-        .lists
-        .iter()
-        .chain(&blocking.allow)
-        .chain(&blocking.answer_ips)
-        .any(|pattern| {
-            let path = loaded.resolve(pattern);
-            let text = path.to_string_lossy();
-            if text.contains(['*', '?', '[']) {
-                glob::Pattern::new(&text).is_ok_and(|p| p.matches_path(changed))
-            } else if path.is_dir() {
-                changed.parent() == Some(path.as_path()) && is_list_file(changed)
-            } else {
-                same_file(changed, &path)
-            }
-        })
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    a == b || absolute(a) == absolute(b)
-}
-
-fn absolute(path: &Path) -> PathBuf {
-    match path.parent().map(|dir| (dir, dir.canonicalize())) {
-        Some((_, Ok(dir))) => dir.join(path.file_name().unwrap_or_default()),
-        _ => path.to_path_buf(),
-    }
-}
-
-/// Re-reads the config (its `[blocking]` section) and every list, and swaps
-/// the new snapshot in. On any error the running snapshot stays.
-pub fn reload(loaded: &Loaded, blocking: &Blocking) -> Option<Loaded> {
-    let fresh = match config::load(&loaded.path) {
-        Ok(fresh) => fresh,
-        Err(problem) => {
-            error!("{problem} (keeping the running configuration)");
-            return None;
-        }
-    };
-    if fresh.config.server != loaded.config.server
-        || fresh.config.upstream != loaded.config.upstream
-        || fresh.config.cache != loaded.config.cache
-    {
-        warn!(
-            "{}: changes outside [blocking] take effect when sinkd restarts",
-            loaded.path.display()
-        );
-    }
-    let load = load(&fresh);
-    if !load.unreadable.is_empty() {
-        for problem in &load.unreadable {
-            error!("{problem} (keeping the lists as they were)");
-        }
-        return None;
-    }
-    report(&load);
-    blocking.swap(load.policy);
-    Some(fresh)
 }

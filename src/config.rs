@@ -24,6 +24,198 @@ pub struct Config {
     pub cache: CacheConfig,
     #[serde(default)]
     pub blocking: BlockingConfig,
+    #[serde(default)]
+    pub local: LocalConfig,
+    /// Conditional forwarding: these domains go to these servers.
+    #[serde(default)]
+    pub forward: Vec<ForwardRule>,
+    /// Named devices.
+    #[serde(default)]
+    pub clients: Vec<ClientRule>,
+    #[serde(default)]
+    pub dhcp: DhcpConfig,
+    #[serde(default)]
+    pub querylog: QueryLogSection,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// Zones sinkd answers for itself (SOA, NS, NXDOMAIN for unknown names).
+    #[serde(default)]
+    pub zones: Vec<String>,
+    /// Hosts files (`/etc/hosts` format), reloaded on change.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub records: Vec<LocalRecord>,
+    /// TTL of local answers and negative TTL of local zones.
+    #[serde(default = "default_local_ttl")]
+    pub ttl: u32,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            zones: Vec::new(),
+            hosts: Vec::new(),
+            records: Vec::new(),
+            ttl: default_local_ttl(),
+        }
+    }
+}
+
+fn default_local_ttl() -> u32 {
+    300
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LocalRecord {
+    pub name: String,
+    /// A, AAAA, CNAME, TXT, SRV, MX
+    #[serde(rename = "type")]
+    pub rtype: String,
+    pub value: String,
+    #[serde(default)]
+    pub ttl: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardRule {
+    /// The domains (and everything below them) sent to `servers`.
+    pub domains: NonEmpty<String>,
+    pub servers: NonEmpty<UpstreamSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRule {
+    pub name: String,
+    /// MAC addresses, IPs and networks this device is known by.
+    #[serde(rename = "match")]
+    pub matches: Vec<ClientMatch>,
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+/// How a `[[clients]]` entry recognises a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientMatch {
+    Mac([u8; 6]),
+    Net(IpNet),
+}
+
+impl FromStr for ClientMatch {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Some(mac) = parse_mac(text) {
+            return Ok(ClientMatch::Mac(mac));
+        }
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Ok(ClientMatch::Net(IpNet::from(ip)));
+        }
+        text.parse::<IpNet>()
+            .map(ClientMatch::Net)
+            .map_err(|_| format!("`{text}` is not a MAC address, an IP address or a network"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientMatch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(FromStrVisitor::<ClientMatch>::new(
+            "a MAC (aa:bb:cc:dd:ee:ff), an IP or a network",
+        ))
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff` or `aa-bb-cc-dd-ee-ff`, any case.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 17 {
+        return None;
+    }
+    let sep = bytes[2];
+    if sep != b':' && sep != b'-' {
+        return None;
+    }
+    let mut mac = [0; 6];
+    for (i, octet) in mac.iter_mut().enumerate() {
+        if i > 0 && bytes[i * 3 - 1] != sep {
+            return None;
+        }
+        let hex = std::str::from_utf8(&bytes[i * 3..i * 3 + 2]).ok()?;
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *octet = u8::from_str_radix(hex, 16).ok()?;
+    }
+    Some(mac)
+}
+
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// DHCP lease files that name devices (dnsmasq and ISC dhcpd formats).
+/// (A `[clients]` table cannot sit beside the `[[clients]]` list in TOML.)
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpConfig {
+    #[serde(default)]
+    pub leases: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueryLogSection {
+    /// Writes the query log at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_querylog_path")]
+    pub path: PathBuf,
+    /// Rotate when the file is larger than this; 0: never.
+    #[serde(default = "default_max_size_mb")]
+    pub max_size_mb: u64,
+    /// Rotated files kept.
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+    /// Names (and their subdomains), client IPs, networks, MACs or device
+    /// names left out of the log.
+    #[serde(default)]
+    pub ignore: Vec<String>,
+}
+
+impl Default for QueryLogSection {
+    fn default() -> Self {
+        QueryLogSection {
+            enabled: true,
+            path: default_querylog_path(),
+            max_size_mb: default_max_size_mb(),
+            keep: default_keep(),
+            ignore: Vec::new(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_querylog_path() -> PathBuf {
+    PathBuf::from("querylog.jsonl")
+}
+
+fn default_max_size_mb() -> u64 {
+    100
+}
+
+fn default_keep() -> usize {
+    5
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

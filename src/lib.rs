@@ -3,12 +3,16 @@
 
 pub mod blocking;
 pub mod cache;
+pub mod clients;
 pub mod config;
 pub mod listener;
+pub mod local;
 pub mod pipeline;
 pub mod policy;
+pub mod querylog;
 pub mod reload;
 pub mod remote;
+pub mod tail;
 pub mod upstream;
 pub mod wire;
 
@@ -29,7 +33,12 @@ pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(),
     let config = &loaded.config;
     let load = blocking::load(&loaded);
     blocking::report(&load);
-    let pipeline = Arc::new(Pipeline::new(&loaded, load.policy).map_err(StartError::Setup)?);
+    let mut pipeline = Pipeline::new(&loaded, load.policy).map_err(StartError::Setup)?;
+    pipeline
+        .start_querylog(&loaded)
+        .map_err(StartError::Setup)?;
+    pipeline.start_client_tracking();
+    let pipeline = Arc::new(pipeline);
     upstream::describe(pipeline.upstreams());
 
     let mut bound = Vec::new();
@@ -60,6 +69,10 @@ pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(),
     remote::spawn(&loaded, pipeline.upstreams().clone(), tls, reloader.clone());
     shutdown_signal(reloader).await;
     info!("shutting down");
+    if let Some(log) = pipeline.querylog() {
+        // The writer thread holds what the last queries logged.
+        log.flush().await;
+    }
     Ok(())
 }
 

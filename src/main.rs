@@ -28,6 +28,30 @@ enum Command {
         #[arg(short, long, default_value = "config.toml")]
         config: PathBuf,
     },
+    /// Follow the query log: one line per query, which device asked for what
+    /// and what sinkd did.
+    Tail {
+        /// Only this device (name, IP or MAC).
+        #[arg(long)]
+        device: Option<String>,
+        /// Only blocked queries.
+        #[arg(long)]
+        blocked: bool,
+        /// Only names containing this.
+        #[arg(long)]
+        name: Option<String>,
+        /// The raw JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Print what is there and exit.
+        #[arg(long)]
+        no_follow: bool,
+        /// The log file, if not the one the config names.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+    },
     /// Say what sinkd would do with a name, and why.
     Query {
         /// The name to look up, e.g. tracking.miui.com
@@ -52,6 +76,44 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve { config } => serve(config),
         Command::Check { config } => check(config),
+        Command::Tail {
+            device,
+            blocked,
+            name,
+            json,
+            no_follow,
+            file,
+            config,
+        } => {
+            let path = match file {
+                Some(path) => path,
+                None => match config::load(&config) {
+                    Ok(loaded) => loaded.resolve(&loaded.config.querylog.path),
+                    Err(problem) => {
+                        eprintln!("{problem}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
+            let options = sinkd::tail::TailOptions {
+                path,
+                device,
+                blocked,
+                name,
+                json,
+                follow: !no_follow,
+                color: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+                stop_after: None,
+            };
+            match sinkd::tail::run(options, &mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sinkd tail: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Query {
             name,
             qtype,

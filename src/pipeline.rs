@@ -2,30 +2,37 @@
 //! where the order is written down:
 //!
 //! 1. parse   the packet; malformed ones get FORMERR or are dropped
-//! 2. who     the client's address (device names come later)
+//! 2. who     the client's address, MAC and device name (`clients.rs`)
 //! 3. may ask? `server.allow`, else REFUSED: never an open resolver
 //! 4. policy  allow lists, then blocklists: a blocked name is answered here
-//! 5. answer  from the cache, else from the upstreams
-//! 6. inspect a listed CNAME target or an address in a blocked range blocks
+//! 5. local   the LAN's own zones, records and hosts files (`local.rs`)
+//! 6. answer  from the cache, else from a `[[forward]]` target or the
+//!    upstreams; private reverse names nobody knows get NXDOMAIN
+//! 7. inspect a listed CNAME target or an address in a blocked range blocks
 //!    the answer, unless step 4 allow-listed the name
-//! 7. record  counters (and, later, the query log); never blocks the path
+//! 8. record  counters and one query-log line; never blocks the path
 //!
-//! Steps 1–6 up to a cache hit run inline on the listener's task
-//! ([`Pipeline::answer_now`]); only a miss goes to a task of its own
-//! ([`Pipeline::answer_upstream`]).
+//! Steps 1–7 up to a cache hit run inline on the listener's task
+//! ([`Pipeline::answer_now`]); only a query that needs an upstream goes to a
+//! task of its own ([`Pipeline::answer_upstream`]).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use ipnet::IpNet;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::blocking::{Blocking, NameVerdict, Policy};
 use crate::cache::Cache;
+use crate::clients::{self, Clients, Device};
 use crate::config::Loaded;
-use crate::upstream::{UpstreamError, Upstreams};
-use crate::wire::{self, Ede, Query, Rcode, Reject, TtlPolicy};
+use crate::local::{self, LocalAnswer, LocalZones};
+use crate::querylog::{self, QueryLog, Record};
+use crate::upstream::Upstreams;
+use crate::wire::{self, Ede, Query, Rcode, Reject, TtlPolicy, WireAnswer};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
@@ -33,30 +40,16 @@ pub enum Proto {
     Tcp,
 }
 
-/// What sinkd did with a query: the query log's `action`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    Forwarded,
-    Blocked,
-    Cached,
-    Refused,
-    Failed,
-    /// Malformed or unsupported: answered with an error rcode or dropped.
-    Rejected,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
+impl Proto {
+    fn as_str(self) -> &'static str {
         match self {
-            Action::Forwarded => "forwarded",
-            Action::Blocked => "blocked",
-            Action::Cached => "cached",
-            Action::Refused => "refused",
-            Action::Failed => "failed",
-            Action::Rejected => "rejected",
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
         }
     }
 }
+
+pub use crate::querylog::Action;
 
 /// The outcome of the inline part of the path.
 pub enum Step {
@@ -64,8 +57,17 @@ pub enum Step {
     Reply,
     /// Send nothing.
     Drop,
-    /// Needs the upstreams: hand this to [`Pipeline::answer_upstream`].
+    /// Needs an upstream: hand this to [`Pipeline::answer_upstream`].
     Forward(Pending),
+}
+
+/// What one query is, for the log line at its end.
+struct Asked {
+    started: Instant,
+    client: IpAddr,
+    device: Arc<Device>,
+    proto: Proto,
+    name: String,
 }
 
 /// A query on its way upstream, owning what it needs.
@@ -73,20 +75,47 @@ pub struct Pending {
     packet: Arc<[u8]>,
     query: Query,
     key: Box<[u8]>,
-    proto: Proto,
+    upstreams: Arc<Upstreams>,
     /// Allow-listed: answer inspection does not apply.
     exempt: bool,
+    asked: Asked,
+}
+
+/// `[[forward]]`: domains and the upstreams that answer for them.
+struct Forwards {
+    by_domain: HashMap<String, Arc<Upstreams>>,
+}
+
+impl Forwards {
+    /// The pool for the longest forwarded domain containing `name`.
+    fn route(&self, name: &str) -> Option<&Arc<Upstreams>> {
+        if self.by_domain.is_empty() {
+            return None;
+        }
+        let mut suffix = name;
+        loop {
+            if let Some(pool) = self.by_domain.get(suffix) {
+                return Some(pool);
+            }
+            suffix = suffix.split_once('.')?.1;
+        }
+    }
 }
 
 pub struct Pipeline {
     allow: Vec<IpNet>,
+    clients: Arc<Clients>,
     blocking: Blocking,
+    local: ArcSwap<LocalZones>,
     cache: Cache,
+    forwards: Forwards,
     upstreams: Arc<Upstreams>,
+    querylog: Option<QueryLog>,
 }
 
 impl Pipeline {
     /// `policy`: the lists as first loaded (see [`crate::blocking::load`]).
+    /// Call from within the tokio runtime when the query log is on.
     pub fn new(loaded: &Loaded, policy: Policy) -> Result<Pipeline, String> {
         let config = &loaded.config;
         let ttl = TtlPolicy {
@@ -94,17 +123,61 @@ impl Pipeline {
             max: config.cache.max_ttl,
         };
         let ca_file = config.upstream.ca_file.as_ref().map(|p| loaded.resolve(p));
+        let pool = |servers: &[crate::config::UpstreamSpec]| {
+            Upstreams::new(servers, config.upstream.timeout(), ttl, ca_file.as_deref())
+                .map(Arc::new)
+        };
+        let mut by_domain = HashMap::new();
+        for rule in &config.forward {
+            let upstreams = pool(&rule.servers.0)?;
+            for domain in &rule.domains.0 {
+                let domain = crate::policy::normalize_name(domain).into_owned();
+                by_domain.insert(domain, upstreams.clone());
+            }
+        }
+        let forwards = Forwards { by_domain };
+        let reverse = reverse_lookup(&forwards);
+        let (directory, problems) = clients::load_directory(loaded);
+        for problem in problems {
+            warn!("{problem}");
+        }
+        let (zones, problems) = local::load(loaded);
+        for problem in problems {
+            warn!("{problem}");
+        }
         Ok(Pipeline {
             allow: config.server.allow.clone(),
+            clients: Arc::new(Clients::new(directory, reverse)),
             blocking: Blocking::new(policy),
+            local: ArcSwap::from_pointee(zones),
             cache: Cache::new(config.cache.size),
-            upstreams: Arc::new(Upstreams::new(
-                &config.upstream.servers.0,
-                config.upstream.timeout(),
-                ttl,
-                ca_file.as_deref(),
-            )?),
+            upstreams: pool(&config.upstream.servers.0)?,
+            forwards,
+            querylog: None,
         })
+    }
+
+    /// Starts the query log writer (needs the tokio runtime).
+    pub fn start_querylog(&mut self, loaded: &Loaded) -> Result<(), String> {
+        let section = &loaded.config.querylog;
+        if !section.enabled {
+            return Ok(());
+        }
+        let path = loaded.resolve(&section.path);
+        let log = QueryLog::start(querylog::QueryLogConfig {
+            path: path.clone(),
+            max_size_mb: section.max_size_mb,
+            keep: section.keep,
+            ignore: section.ignore.clone(),
+        })
+        .map_err(|e| format!("query log {}: {e}", path.display()))?;
+        self.querylog = Some(log);
+        Ok(())
+    }
+
+    /// Starts the background refresh of client MAC addresses.
+    pub fn start_client_tracking(&self) {
+        self.clients.spawn_neighbour_refresh();
     }
 
     pub fn upstreams(&self) -> &Arc<Upstreams> {
@@ -115,8 +188,29 @@ impl Pipeline {
         &self.blocking
     }
 
+    pub fn querylog(&self) -> Option<&QueryLog> {
+        self.querylog.as_ref()
+    }
+
+    /// Re-reads local zones, hosts files and device names (on reload).
+    pub fn reload_names(&self, loaded: &Loaded) {
+        let (zones, problems) = local::load(loaded);
+        let unreadable = problems.iter().any(|p| p.line == 0);
+        for problem in &problems {
+            warn!("{problem}");
+        }
+        if !unreadable {
+            self.local.store(Arc::new(zones));
+        }
+        let (directory, problems) = clients::load_directory(loaded);
+        for problem in &problems {
+            warn!("{problem}");
+        }
+        self.clients.set_directory(directory);
+    }
+
     /// Everything up to a cache hit. `key` is scratch space reused across
-    /// queries so a hit allocates nothing but the answer.
+    /// queries so a hit allocates little beyond the answer.
     pub fn answer_now(
         &self,
         packet: &[u8],
@@ -125,48 +219,58 @@ impl Pipeline {
         out: &mut Vec<u8>,
         key: &mut Vec<u8>,
     ) -> Step {
+        let started = Instant::now();
         // 1. parse
         let query = match Query::parse(packet) {
             Ok(query) => query,
             Err(Reject::Drop) => {
-                record(Action::Rejected);
+                metrics::counter!("sinkd_malformed_total", "answer" => "dropped").increment(1);
                 return Step::Drop;
             }
             Err(Reject::Answer(rcode)) => {
-                record(Action::Rejected);
+                metrics::counter!("sinkd_malformed_total", "answer" => Rcode::name(rcode as u16))
+                    .increment(1);
                 wire::header_only_answer(packet, rcode, out);
                 return Step::Reply;
             }
         };
-        if query.edns.is_some_and(|e| e.version > 0) {
-            record(Action::Rejected);
-            wire::error_answer(packet, &query, Rcode::BadVers, out);
-            return Step::Reply;
-        }
-        if matches!(query.qtype, wire::TYPE_AXFR | wire::TYPE_IXFR) {
-            record(Action::Rejected);
-            wire::error_answer(packet, &query, Rcode::NotImp, out);
-            return Step::Reply;
-        }
 
         // 2. who
         let client = src.ip().to_canonical();
+        let asked = Asked {
+            started,
+            client,
+            device: self.clients.identify(client),
+            proto,
+            name: query.name(packet),
+        };
 
         // 3. may ask?
         if !self.allowed(client) {
             debug!(%client, "refused: not in server.allow");
-            record(Action::Refused);
             wire::error_answer(packet, &query, Rcode::Refused, out);
+            self.record(&asked, &query, Action::Refused, None, out, None, None);
             return Step::Reply;
         }
+        if query.edns.is_some_and(|e| e.version > 0) {
+            wire::error_answer(packet, &query, Rcode::BadVers, out);
+            self.record(&asked, &query, Action::Failed, None, out, None, None);
+            return Step::Reply;
+        }
+        if matches!(query.qtype, wire::TYPE_AXFR | wire::TYPE_IXFR) {
+            wire::error_answer(packet, &query, Rcode::NotImp, out);
+            self.record(&asked, &query, Action::Failed, None, out, None, None);
+            return Step::Reply;
+        }
+        let root = query.name_end == wire::HEADER_LEN + 1;
 
         // 4. policy
         let policy = self.blocking.load();
-        let exempt = match query.name_end > wire::HEADER_LEN + 1 {
-            false => false, // the root: on no list
-            true => match policy.check(&query.name(packet)) {
+        let exempt = match root {
+            true => false,
+            false => match policy.check(&asked.name) {
                 NameVerdict::Blocked(rule) => {
-                    block(packet, &query, &policy, rule, out);
+                    self.block(packet, &query, &policy, rule, &asked, out);
                     return Step::Reply;
                 }
                 NameVerdict::Allowed(_) => true,
@@ -174,42 +278,63 @@ impl Pipeline {
             },
         };
 
-        // 5. answer: the cache
+        // 5. local
+        let zones = self.local.load();
+        let local = zones.lookup(&asked.name, query.qtype.into());
+        if local != LocalAnswer::NotLocal {
+            self.answer_locally(packet, &query, local, &asked, out);
+            return Step::Reply;
+        }
+
+        // 6. answer: the cache
         query.cache_key(packet, key);
         let now = Instant::now();
         if let Some(entry) = self.cache.get(key, now) {
-            // 6. inspect
+            // 7. inspect
             if let Some(rule) = (!exempt).then(|| policy.inspect(&entry.answer)).flatten() {
-                block(packet, &query, &policy, rule, out);
+                self.block(packet, &query, &policy, rule, &asked, out);
                 return Step::Reply;
             }
             entry
                 .answer
                 .write(packet, &query, entry.age(now), limit(proto, &query), out);
-            record(Action::Cached);
+            let answer = Some(&entry.answer);
+            self.record(&asked, &query, Action::Cached, None, out, answer, None);
             return Step::Reply;
         }
+        // 6. answer: a forward target, the upstreams, or no one
+        let upstreams = match self.forwards.route(&asked.name) {
+            Some(pool) => pool.clone(),
+            None if LocalZones::is_private_reverse(&asked.name) => {
+                let nx = zones.private_reverse_nxdomain(&asked.name);
+                self.answer_locally(packet, &query, nx, &asked, out);
+                return Step::Reply;
+            }
+            None => self.upstreams.clone(),
+        };
         Step::Forward(Pending {
             packet: packet.into(),
             query,
             key: key.as_slice().into(),
-            proto,
+            upstreams,
             exempt,
+            asked,
         })
     }
 
-    /// Step 5 from the upstreams, then steps 6 and 7. Always produces an
+    /// Step 6 from an upstream, then steps 7 and 8. Always produces an
     /// answer: SERVFAIL when no upstream could give one.
     pub async fn answer_upstream(&self, pending: Pending) -> Vec<u8> {
         let Pending {
             packet,
             query,
             key,
-            proto,
+            upstreams,
             exempt,
+            asked,
         } = pending;
         let mut out = Vec::new();
-        match self.upstreams.resolve(&key, packet.clone(), query).await {
+        match upstreams.resolve(&key, packet.clone(), query).await {
             Ok(answered) => {
                 // Stored as the upstream gave it: inspection runs on every
                 // hit, against the lists of that moment.
@@ -219,22 +344,26 @@ impl Pipeline {
                     .then(|| policy.inspect(&answered.answer))
                     .flatten()
                 {
-                    block(&packet, &query, &policy, rule, &mut out);
+                    self.block(&packet, &query, &policy, rule, &asked, &mut out);
                     return out;
                 }
-                answered
-                    .answer
-                    .write(&packet, &query, 0, limit(proto, &query), &mut out);
-                record(Action::Forwarded);
+                let limit = limit(asked.proto, &query);
+                answered.answer.write(&packet, &query, 0, limit, &mut out);
+                let upstream = Some(answered.server.clone());
+                self.record(
+                    &asked,
+                    &query,
+                    Action::Forwarded,
+                    None,
+                    &out,
+                    Some(&answered.answer),
+                    upstream,
+                );
             }
             Err(e) => {
-                match &e {
-                    UpstreamError::Timeout(_) | UpstreamError::Failed(_) => {
-                        debug!(name = %query.name(&packet), error = %e, "SERVFAIL")
-                    }
-                }
+                debug!(name = %asked.name, error = %e, "SERVFAIL");
                 wire::error_answer(&packet, &query, Rcode::ServFail, &mut out);
-                record(Action::Failed);
+                self.record(&asked, &query, Action::Failed, None, &out, None, None);
             }
         }
         out
@@ -243,18 +372,149 @@ impl Pipeline {
     fn allowed(&self, client: IpAddr) -> bool {
         self.allow.iter().any(|net| net.contains(&client))
     }
+
+    /// Answers a blocked query as the configured mode says, naming the rule
+    /// in an Extended DNS Error.
+    fn block(
+        &self,
+        packet: &[u8],
+        query: &Query,
+        policy: &Policy,
+        rule: String,
+        asked: &Asked,
+        out: &mut Vec<u8>,
+    ) {
+        let ede = Ede {
+            code: Ede::BLOCKED,
+            text: rule,
+        };
+        let answer = policy.answer_for(query.qtype);
+        wire::blocked_answer(packet, query, &answer, &ede, out);
+        let shown = answer
+            .address
+            .map(|ip| vec![ip.to_string()])
+            .unwrap_or_default();
+        self.record_with(
+            asked,
+            query,
+            Action::Blocked,
+            Some(ede.text),
+            out,
+            shown,
+            None,
+        );
+    }
+
+    fn answer_locally(
+        &self,
+        packet: &[u8],
+        query: &Query,
+        local: LocalAnswer,
+        asked: &Asked,
+        out: &mut Vec<u8>,
+    ) {
+        let built = query
+            .question(packet)
+            .and_then(|q| local::message(query.id, &q, query.recursion_desired(), local))
+            .and_then(|bytes| {
+                let keep = TtlPolicy {
+                    min: 0,
+                    max: u32::MAX,
+                };
+                WireAnswer::from_upstream(bytes, packet, query, keep)
+            });
+        match built {
+            Some(answer) => {
+                answer.write(packet, query, 0, limit(asked.proto, query), out);
+                self.record(asked, query, Action::Local, None, out, Some(&answer), None);
+            }
+            None => {
+                wire::error_answer(packet, query, Rcode::ServFail, out);
+                self.record(asked, query, Action::Failed, None, out, None, None);
+            }
+        }
+    }
+
+    // 8. record
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        asked: &Asked,
+        query: &Query,
+        action: Action,
+        rule: Option<String>,
+        out: &[u8],
+        answer: Option<&WireAnswer>,
+        upstream: Option<Arc<str>>,
+    ) {
+        let shown = match (&self.querylog, answer) {
+            (Some(_), Some(a)) => a
+                .cname_targets()
+                .iter()
+                .map(|t| t.to_string())
+                .chain(a.addresses().iter().map(|ip| ip.to_string()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.record_with(asked, query, action, rule, out, shown, upstream)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_with(
+        &self,
+        asked: &Asked,
+        query: &Query,
+        action: Action,
+        rule: Option<String>,
+        out: &[u8],
+        answer: Vec<String>,
+        upstream: Option<Arc<str>>,
+    ) {
+        metrics::counter!("sinkd_queries_total", "action" => action.as_str()).increment(1);
+        let Some(log) = &self.querylog else { return };
+        let device = &asked.device;
+        if log.ignores(
+            &asked.name,
+            asked.client,
+            device.mac.as_deref(),
+            device.name.as_deref(),
+        ) {
+            return;
+        }
+        log.record(Record {
+            at: SystemTime::now(),
+            client: asked.client,
+            mac: device.mac.clone(),
+            device: device.name.clone(),
+            group: device.group.clone(),
+            proto: asked.proto.as_str(),
+            name: asked.name.clone(),
+            qtype: query.qtype,
+            action,
+            rule,
+            rcode: out.get(3).map_or(0, |b| (b & 0xF) as u16),
+            answer,
+            upstream,
+            elapsed: asked.started.elapsed(),
+        });
+    }
 }
 
-/// Answers a blocked query as the configured mode says, naming the rule in
-/// an Extended DNS Error.
-fn block(packet: &[u8], query: &Query, policy: &Policy, rule: String, out: &mut Vec<u8>) {
-    debug!(name = %query.name(packet), %rule, "blocked");
-    let ede = Ede {
-        code: Ede::BLOCKED,
-        text: rule,
-    };
-    wire::blocked_answer(packet, query, &policy.answer_for(query.qtype), &ede, out);
-    record(Action::Blocked);
+/// Reverse lookups of client addresses through the `[[forward]]` target
+/// that serves their reverse zone, if there is one.
+fn reverse_lookup(forwards: &Forwards) -> Option<clients::ReverseLookup> {
+    if forwards.by_domain.keys().all(|d| !d.ends_with(".arpa")) {
+        return None;
+    }
+    let routes: HashMap<String, Arc<Upstreams>> = forwards.by_domain.clone();
+    let forwards = Arc::new(Forwards { by_domain: routes });
+    Some(Arc::new(move |ip: IpAddr| {
+        let name = hickory_proto::rr::Name::from(ip).to_ascii();
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let pool = forwards.route(&name)?.clone();
+        Some(Box::pin(async move { pool.lookup_ptr(&name).await })
+            as futures_util::future::BoxFuture<'static, Option<String>>)
+    }))
 }
 
 fn limit(proto: Proto, query: &Query) -> usize {
@@ -262,9 +522,4 @@ fn limit(proto: Proto, query: &Query) -> usize {
         Proto::Udp => query.udp_limit(),
         Proto::Tcp => u16::MAX as usize,
     }
-}
-
-// 5. record
-fn record(action: Action) {
-    metrics::counter!("sinkd_queries_total", "action" => action.as_str()).increment(1);
 }

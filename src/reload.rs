@@ -14,8 +14,12 @@ use std::time::{Duration, Instant};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tracing::{debug, info, warn};
 
-use crate::blocking;
-use crate::config::Loaded;
+use std::path::Path;
+
+use tracing::error;
+
+use crate::blocking::{self, is_list_file};
+use crate::config::{self, Loaded};
 use crate::pipeline::Pipeline;
 
 /// Quiet time after the last change before reloading.
@@ -88,7 +92,7 @@ fn is_change(kind: &EventKind) -> bool {
 }
 
 fn watch(watcher: &mut RecommendedWatcher, loaded: &Loaded, watched: &mut Vec<PathBuf>) {
-    for dir in blocking::watch_dirs(loaded) {
+    for dir in watch_dirs(loaded) {
         if watched.contains(&dir) {
             continue;
         }
@@ -132,7 +136,7 @@ fn run(
             }
         }
         info!("reloading: {why}");
-        if let Some(fresh) = blocking::reload(&loaded, pipeline.blocking()) {
+        if let Some(fresh) = reload(&loaded, &pipeline) {
             loaded = fresh;
             if let Some(w) = watcher.as_mut() {
                 watch(w, &loaded, &mut watched);
@@ -148,7 +152,115 @@ fn describe(loaded: &Loaded, trigger: Trigger) -> Option<String> {
         Trigger::Because(why) => Some(why),
         Trigger::Files(paths) => paths
             .into_iter()
-            .find(|p| blocking::is_relevant(loaded, p))
+            .find(|p| is_relevant(loaded, p))
             .map(|p| format!("{} changed", p.display())),
     }
+}
+
+/// Every file pattern a reload reads besides the config: lists, hosts files,
+/// DHCP leases.
+fn watched_patterns(loaded: &Loaded) -> impl Iterator<Item = &String> {
+    let c = &loaded.config;
+    c.blocking
+        .lists
+        .iter()
+        .chain(&c.blocking.allow)
+        .chain(&c.blocking.answer_ips)
+        .chain(&c.local.hosts)
+        .chain(&c.dhcp.leases)
+}
+
+fn has_wildcard(text: &str) -> bool {
+    text.contains(['*', '?', '['])
+}
+
+/// Directories to watch: the config's, and where each file, glob or
+/// directory it names lives.
+fn watch_dirs(loaded: &Loaded) -> Vec<PathBuf> {
+    let mut dirs = vec![loaded.resolve("")];
+    for pattern in watched_patterns(loaded) {
+        let path = loaded.resolve(pattern);
+        let text = path.to_string_lossy().into_owned();
+        let dir = if has_wildcard(&text) {
+            // The deepest directory without a wildcard.
+            let cut = text.find(['*', '?', '[']).unwrap_or(text.len());
+            Path::new(&text[..cut])
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+        } else if path.is_dir() {
+            path
+        } else {
+            path.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    dirs
+}
+
+/// Whether a changed path matters: the config file itself, or a file one of
+/// its patterns stands for (or could stand for, once created).
+fn is_relevant(loaded: &Loaded, changed: &Path) -> bool {
+    if same_file(changed, &loaded.path) {
+        return true;
+    }
+    watched_patterns(loaded).any(|pattern| {
+        let path = loaded.resolve(pattern);
+        let text = path.to_string_lossy();
+        if has_wildcard(&text) {
+            glob::Pattern::new(&text).is_ok_and(|p| p.matches_path(changed))
+        } else if path.is_dir() {
+            changed.parent() == Some(path.as_path()) && is_list_file(changed)
+        } else {
+            same_file(changed, &path)
+        }
+    })
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || absolute(a) == absolute(b)
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    match path.parent().map(|dir| dir.canonicalize()) {
+        Some(Ok(dir)) => dir.join(path.file_name().unwrap_or_default()),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Re-reads the config and everything it names, and swaps each new snapshot
+/// in. What cannot be read keeps what is running, and says so.
+fn reload(loaded: &Loaded, pipeline: &Pipeline) -> Option<Loaded> {
+    let fresh = match config::load(&loaded.path) {
+        Ok(fresh) => fresh,
+        Err(problem) => {
+            error!("{problem} (keeping the running configuration)");
+            return None;
+        }
+    };
+    let (old, new) = (&loaded.config, &fresh.config);
+    if old.server != new.server
+        || old.upstream != new.upstream
+        || old.cache != new.cache
+        || old.forward != new.forward
+        || old.querylog != new.querylog
+    {
+        warn!(
+            "{}: changes to [server], [upstream], [cache], [[forward]] and [querylog] take effect when sinkd restarts",
+            loaded.path.display()
+        );
+    }
+    let load = blocking::load(&fresh);
+    if load.unreadable.is_empty() {
+        blocking::report(&load);
+        pipeline.blocking().swap(load.policy);
+    } else {
+        for problem in &load.unreadable {
+            error!("{problem} (keeping the lists as they were)");
+        }
+    }
+    pipeline.reload_names(&fresh);
+    Some(fresh)
 }

@@ -20,7 +20,6 @@ use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::xfer::{DnsExchange, DnsHandle, FirstAnswer};
 use hickory_proto::op::{DnsRequest, DnsRequestOptions, Edns, Message, Query};
 use hickory_proto::rr::{Name, RecordType};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_resolver::config::{ConnectionConfig, ProtocolConfig, ResolverOpts};
 use hickory_resolver::{ConnectionProvider, PoolContext, TlsConfig};
 use rustls::pki_types::CertificateDer;
@@ -146,28 +145,44 @@ impl Upstreams {
         lookup.await
     }
 
-    /// The addresses of `name` (A and AAAA), asked of the upstreams directly:
-    /// for sinkd's own lookups (list downloads), which blocking never sees.
+    /// Asks the upstreams directly, for sinkd's own lookups (list downloads,
+    /// device names), which blocking and the query log never see.
+    async fn ask(self: &Arc<Self>, name: &str, qtype: RecordType) -> Result<Arc<Answered>, String> {
+        let fqdn = Name::from_ascii(format!("{}.", name.trim_end_matches('.')))
+            .map_err(|e| format!("{name}: {e}"))?;
+        let mut message = Message::query();
+        message.metadata.recursion_desired = true;
+        message.queries.push(Query::query(fqdn, qtype));
+        let packet: Arc<[u8]> = message.to_vec().map_err(|e| e.to_string())?.into();
+        let query = wire::Query::parse(&packet).map_err(|_| format!("{name}: not a valid name"))?;
+        let mut key = Vec::new();
+        query.cache_key(&packet, &mut key);
+        self.resolve(&key, packet.clone(), query)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The name a PTR record gives for `reverse` (`4.3.2.1.in-addr.arpa`).
+    pub async fn lookup_ptr(self: &Arc<Self>, reverse: &str) -> Option<String> {
+        let answered = self.ask(reverse, RecordType::PTR).await.ok()?;
+        let message = Message::from_vec(answered.answer.bytes()).ok()?;
+        message.answers.iter().find_map(|r| match &r.data {
+            hickory_proto::rr::RData::PTR(ptr) => Some(ptr.0.to_ascii()),
+            _ => None,
+        })
+    }
+
+    /// The addresses of `name` (A and AAAA), asked of the upstreams directly.
     pub async fn lookup_ips(self: &Arc<Self>, name: &str) -> Result<Vec<IpAddr>, String> {
         if let Ok(ip) = name.parse::<IpAddr>() {
             return Ok(vec![ip]);
         }
-        let fqdn = Name::from_ascii(format!("{}.", name.trim_end_matches('.')))
-            .map_err(|e| format!("{name}: {e}"))?;
         let mut ips = Vec::new();
         let mut last_error = None;
         for qtype in [RecordType::A, RecordType::AAAA] {
-            let mut message = Message::query();
-            message.metadata.recursion_desired = true;
-            message.queries.push(Query::query(fqdn.clone(), qtype));
-            let packet: Arc<[u8]> = message.to_vec().map_err(|e| e.to_string())?.into();
-            let query =
-                wire::Query::parse(&packet).map_err(|_| format!("{name}: not a valid name"))?;
-            let mut key = Vec::new();
-            query.cache_key(&packet, &mut key);
-            match self.resolve(&key, packet.clone(), query).await {
+            match self.ask(name, qtype).await {
                 Ok(answered) => ips.extend_from_slice(answered.answer.addresses()),
-                Err(e) => last_error = Some(e.to_string()),
+                Err(e) => last_error = Some(e),
             }
         }
         match (ips.is_empty(), last_error) {
@@ -208,15 +223,30 @@ impl Upstreams {
         let mut waiting = self.ordered().into_iter();
         let mut attempts = FuturesUnordered::new();
         let mut fallback: Option<Answered> = None;
-        let mut last_error;
+        let mut last_error = String::from("no upstream configured");
         let mut pending: Vec<Arc<Server>> = Vec::new();
 
+        let start = |server: Arc<Server>, pending: &mut Vec<Arc<Server>>| {
+            let mut request = request.clone();
+            request.options_mut().retry_interval = self.retransmit_after(&server);
+            pending.push(server.clone());
+            async move {
+                let started = Instant::now();
+                let result = server.send(request, &self.context).await;
+                (server, started, result)
+            }
+        };
+
         loop {
-            let hedge = match waiting.len() {
-                0 => None,
-                _ if attempts.is_empty() => Some(Duration::ZERO),
-                _ => Some(self.hedge_delay()),
-            };
+            // Start at once when nothing is in flight: going through the
+            // timer, even for zero, costs a timer tick (up to a millisecond).
+            if attempts.is_empty() {
+                match waiting.next() {
+                    Some(server) => attempts.push(start(server, &mut pending)),
+                    None => break,
+                }
+            }
+            let hedge = (waiting.len() > 0).then(|| self.hedge_delay());
             tokio::select! {
                 biased;
                 Some((server, started, result)) = attempts.next(), if !attempts.is_empty() => {
@@ -256,14 +286,7 @@ impl Upstreams {
                 }
                 _ = tokio::time::sleep(hedge.unwrap_or_default()), if hedge.is_some() => {
                     let server = waiting.next().expect("hedge only while servers wait");
-                    let mut request = request.clone();
-                    request.options_mut().retry_interval = self.retransmit_after(&server);
-                    pending.push(server.clone());
-                    attempts.push(async move {
-                        let started = Instant::now();
-                        let result = server.send(request, &self.context).await;
-                        (server, started, result)
-                    });
+                    attempts.push(start(server, &mut pending));
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     for server in &pending {
@@ -386,8 +409,7 @@ fn parse_answer(
 /// forwarder), its CD and AD bits, and EDNS with its DO bit. Client EDNS
 /// options (client subnet, cookies) are not passed on.
 fn upstream_request(packet: &[u8], query: &wire::Query) -> Option<DnsRequest> {
-    let mut decoder = BinDecoder::new(&packet[wire::HEADER_LEN..query.question_end]);
-    let question = Query::read(&mut decoder).ok()?;
+    let question = query.question(packet)?;
     let mut message = Message::query();
     message.metadata.recursion_desired = true;
     message.metadata.checking_disabled = query.checking_disabled();

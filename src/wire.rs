@@ -37,18 +37,28 @@ pub enum Rcode {
     BadVers = 16,
 }
 
+/// The mnemonic of an rcode (RFC 1035, 2136, 6891), if it has one.
+pub fn rcode_name(code: u16) -> Option<&'static str> {
+    Some(match code {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        6 => "YXDOMAIN",
+        7 => "YXRRSET",
+        8 => "NXRRSET",
+        9 => "NOTAUTH",
+        10 => "NOTZONE",
+        16 => "BADVERS",
+        _ => return None,
+    })
+}
+
 impl Rcode {
     pub fn name(code: u16) -> &'static str {
-        match code {
-            0 => "NOERROR",
-            1 => "FORMERR",
-            2 => "SERVFAIL",
-            3 => "NXDOMAIN",
-            4 => "NOTIMP",
-            5 => "REFUSED",
-            16 => "BADVERS",
-            _ => "RCODE?",
-        }
+        rcode_name(code).unwrap_or("RCODE?")
     }
 }
 
@@ -185,6 +195,14 @@ impl Query {
             out.push('.');
         }
         out
+    }
+
+    /// The question as hickory-proto's type, for the paths that build whole
+    /// messages (upstream requests, local answers).
+    pub fn question(&self, packet: &[u8]) -> Option<hickory_proto::op::Query> {
+        use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+        let mut decoder = BinDecoder::new(&packet[HEADER_LEN..self.question_end]);
+        hickory_proto::op::Query::read(&mut decoder).ok()
     }
 
     /// Writes the cache key for this query: the lowercased question name in

@@ -254,6 +254,11 @@ impl Sinkd {
     /// Like [`Sinkd::start`], with extra files (lists) written beside the config
     /// first; their paths are relative to the temp dir.
     pub fn start_with_files(config: &str, files: &[(&str, &str)]) -> Sinkd {
+        Sinkd::start_with_env(config, files, &[])
+    }
+
+    /// Like [`Sinkd::start_with_files`], with extra environment variables.
+    pub fn start_with_env(config: &str, files: &[(&str, &str)], env: &[(&str, &str)]) -> Sinkd {
         let dir = tempfile::tempdir().unwrap();
         for (path, text) in files {
             let path = dir.path().join(path);
@@ -269,6 +274,10 @@ impl Sinkd {
             .arg(&config_path)
             .env("RUST_LOG", "sinkd=debug")
             .env("NO_COLOR", "1")
+            .envs(
+                env.iter()
+                    .map(|(k, v)| (k, v.replace("{dir}", &dir.path().display().to_string()))),
+            )
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -307,6 +316,15 @@ impl Sinkd {
     /// A path inside sinkd's config directory.
     pub fn path(&self, relative: &str) -> PathBuf {
         self.dir.path().join(relative)
+    }
+
+    /// The query log's lines so far, parsed.
+    pub fn querylog(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path("querylog.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
     }
 
     /// What sinkd logged so far.
