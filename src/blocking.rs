@@ -30,12 +30,37 @@ pub struct Policy {
     files: Vec<String>,
     mode: BlockMode,
     ttl: u32,
+    bypass_hygiene: bool,
 }
+
+/// A decision to block, and how.
+pub struct Block {
+    /// Why, for the query log and the EDE: `file:line pattern`.
+    pub rule: String,
+    pub answer: BlockedAnswer,
+}
+
+/// Names answered by sinkd itself so devices keep using it (bypass hygiene,
+/// `[blocking] bypass_hygiene`), and how.
+const KEEP_CLIENTS_HERE: &[(&str, Rcode, &str)] = &[
+    // Firefox turns its own DNS-over-HTTPS off when this name does not exist.
+    (
+        "use-application-dns.net",
+        Rcode::NxDomain,
+        "browsers keep using this resolver",
+    ),
+    // RFC 9462 discovery: no answer, so devices do not move to the
+    // upstream's encrypted resolver behind sinkd's back.
+    (
+        "_dns.resolver.arpa",
+        Rcode::NoError,
+        "no automatic upgrade to another resolver",
+    ),
+];
 
 /// The outcome of the name check.
 pub enum NameVerdict {
-    /// Blocked by this rule (`file:line pattern`).
-    Blocked(String),
+    Blocked(Block),
     /// On an allow list: exempt from blocking and from answer inspection.
     Allowed(String),
     Pass,
@@ -49,15 +74,37 @@ impl Policy {
             files: Vec::new(),
             mode: BlockMode::Null,
             ttl: 60,
+            bypass_hygiene: true,
         }
     }
 
-    /// `name`: lowercase, no trailing dot.
-    pub fn check(&self, name: &str) -> NameVerdict {
+    /// `name`: lowercase, no trailing dot; `qtype` decides the answer.
+    pub fn check(&self, name: &str, qtype: u16) -> NameVerdict {
+        if self.bypass_hygiene
+            && let Some((canary, rcode, why)) =
+                KEEP_CLIENTS_HERE.iter().find(|(n, _, _)| *n == name)
+        {
+            return NameVerdict::Blocked(Block {
+                rule: format!("built-in {canary} ({why})"),
+                answer: BlockedAnswer {
+                    rcode: *rcode,
+                    address: None,
+                    soa: true,
+                    ttl: self.ttl,
+                },
+            });
+        }
         match self.domains.check(name) {
             Verdict::None => NameVerdict::Pass,
-            Verdict::Blocked(m) => NameVerdict::Blocked(self.describe(&m)),
+            Verdict::Blocked(m) => NameVerdict::Blocked(self.block(self.describe(&m), qtype)),
             Verdict::Allowed(m) => NameVerdict::Allowed(self.describe(&m)),
+        }
+    }
+
+    fn block(&self, rule: String, qtype: u16) -> Block {
+        Block {
+            rule,
+            answer: self.answer_for(qtype),
         }
     }
 
@@ -72,10 +119,11 @@ impl Policy {
 
     /// Answer inspection: a CNAME target on a blocklist (CNAME cloaking) or an
     /// address in an `answer_ips` range blocks the whole answer.
-    pub fn inspect(&self, answer: &WireAnswer) -> Option<String> {
+    pub fn inspect(&self, answer: &WireAnswer, qtype: u16) -> Option<Block> {
         for target in answer.cname_targets() {
             if let Verdict::Blocked(m) = self.domains.check(target) {
-                return Some(format!("{} (CNAME {target})", self.describe(&m)));
+                let rule = format!("{} (CNAME {target})", self.describe(&m));
+                return Some(self.block(rule, qtype));
             }
         }
         if self.ranges.is_empty() {
@@ -83,10 +131,11 @@ impl Policy {
         }
         for &ip in answer.addresses() {
             if let Some((rule, net)) = self.ranges.check(ip) {
-                return Some(format!(
+                let rule = format!(
                     "{} {net} (answer {ip})",
                     self.location(rule.file, rule.line)
-                ));
+                );
+                return Some(self.block(rule, qtype));
             }
         }
         None
@@ -269,6 +318,7 @@ pub fn load(loaded: &Loaded) -> Load {
             files,
             mode: config.mode,
             ttl: config.ttl,
+            bypass_hygiene: config.bypass_hygiene,
         },
         problems,
         unreadable: fatal,

@@ -372,6 +372,10 @@ pub struct BlockingConfig {
     /// under systemd, else `remote-lists/` beside the config).
     #[serde(default)]
     pub remote_dir: Option<PathBuf>,
+    /// Keep devices on this resolver: NXDOMAIN for Firefox's DoH canary
+    /// (use-application-dns.net), NODATA for DDR (_dns.resolver.arpa).
+    #[serde(default = "yes")]
+    pub bypass_hygiene: bool,
 }
 
 impl Default for BlockingConfig {
@@ -384,6 +388,7 @@ impl Default for BlockingConfig {
             ttl: default_block_ttl(),
             remote: Vec::new(),
             remote_dir: None,
+            bypass_hygiene: true,
         }
     }
 }

@@ -222,11 +222,10 @@ fn query(path: PathBuf, name: &str, qtype: &str) -> ExitCode {
     }
     let normalized = sinkd::policy::normalize_name(name).into_owned();
     let policy = &load.policy;
-    match policy.check(&normalized) {
-        sinkd::blocking::NameVerdict::Blocked(rule) => {
-            let answer = policy.answer_for(u16::from(record_type));
-            println!("{normalized} {record_type}: blocked by {rule}");
-            println!("  answered with {}", describe_answer(&answer));
+    match policy.check(&normalized, u16::from(record_type)) {
+        sinkd::blocking::NameVerdict::Blocked(block) => {
+            println!("{normalized} {record_type}: blocked by {}", block.rule);
+            println!("  answered with {}", describe_answer(&block.answer));
         }
         sinkd::blocking::NameVerdict::Allowed(rule) => {
             println!("{normalized} {record_type}: allowed by {rule}");

@@ -25,7 +25,7 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use tracing::{debug, warn};
 
-use crate::blocking::{Blocking, NameVerdict, Policy};
+use crate::blocking::{Block, Blocking, NameVerdict, Policy};
 use crate::cache::Cache;
 use crate::clients::{self, Clients, Device};
 use crate::config::Loaded;
@@ -268,9 +268,9 @@ impl Pipeline {
         let policy = self.blocking.load();
         let exempt = match root {
             true => false,
-            false => match policy.check(&asked.name) {
-                NameVerdict::Blocked(rule) => {
-                    self.block(packet, &query, &policy, rule, &asked, out);
+            false => match policy.check(&asked.name, query.qtype) {
+                NameVerdict::Blocked(block) => {
+                    self.block(packet, &query, block, &asked, out);
                     return Step::Reply;
                 }
                 NameVerdict::Allowed(_) => true,
@@ -291,8 +291,11 @@ impl Pipeline {
         let now = Instant::now();
         if let Some(entry) = self.cache.get(key, now) {
             // 7. inspect
-            if let Some(rule) = (!exempt).then(|| policy.inspect(&entry.answer)).flatten() {
-                self.block(packet, &query, &policy, rule, &asked, out);
+            if let Some(block) = (!exempt)
+                .then(|| policy.inspect(&entry.answer, query.qtype))
+                .flatten()
+            {
+                self.block(packet, &query, block, &asked, out);
                 return Step::Reply;
             }
             entry
@@ -340,11 +343,11 @@ impl Pipeline {
                 // hit, against the lists of that moment.
                 self.cache.insert(&key, &answered.answer, Instant::now());
                 let policy = self.blocking.load();
-                if let Some(rule) = (!exempt)
-                    .then(|| policy.inspect(&answered.answer))
+                if let Some(block) = (!exempt)
+                    .then(|| policy.inspect(&answered.answer, query.qtype))
                     .flatten()
                 {
-                    self.block(&packet, &query, &policy, rule, &asked, &mut out);
+                    self.block(&packet, &query, block, &asked, &mut out);
                     return out;
                 }
                 let limit = limit(asked.proto, &query);
@@ -373,22 +376,14 @@ impl Pipeline {
         self.allow.iter().any(|net| net.contains(&client))
     }
 
-    /// Answers a blocked query as the configured mode says, naming the rule
-    /// in an Extended DNS Error.
-    fn block(
-        &self,
-        packet: &[u8],
-        query: &Query,
-        policy: &Policy,
-        rule: String,
-        asked: &Asked,
-        out: &mut Vec<u8>,
-    ) {
+    /// Answers a blocked query as decided, naming the rule in an Extended
+    /// DNS Error.
+    fn block(&self, packet: &[u8], query: &Query, block: Block, asked: &Asked, out: &mut Vec<u8>) {
         let ede = Ede {
             code: Ede::BLOCKED,
-            text: rule,
+            text: block.rule,
         };
-        let answer = policy.answer_for(query.qtype);
+        let answer = block.answer;
         wire::blocked_answer(packet, query, &answer, &ede, out);
         let shown = answer
             .address
