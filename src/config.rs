@@ -36,6 +36,33 @@ pub struct Config {
     pub dhcp: DhcpConfig,
     #[serde(default)]
     pub querylog: QueryLogSection,
+    #[serde(default)]
+    pub firewall: FirewallConfig,
+}
+
+/// What `sinkd firewall` hands the router besides the `answer_ips` ranges.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FirewallConfig {
+    /// Lists whose names are looked up in the background, so their current
+    /// addresses can be dropped on the router.
+    #[serde(default)]
+    pub resolve: Vec<String>,
+    #[serde(default = "default_firewall_refresh")]
+    pub refresh: HumanDuration,
+}
+
+impl Default for FirewallConfig {
+    fn default() -> Self {
+        FirewallConfig {
+            resolve: Vec::new(),
+            refresh: default_firewall_refresh(),
+        }
+    }
+}
+
+fn default_firewall_refresh() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -5,6 +5,7 @@ pub mod blocking;
 pub mod cache;
 pub mod clients;
 pub mod config;
+pub mod firewall;
 pub mod listener;
 pub mod local;
 pub mod pipeline;
@@ -67,6 +68,7 @@ pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(),
     let ca_file = config.upstream.ca_file.as_ref().map(|p| loaded.resolve(p));
     let tls = upstream::client_tls(ca_file.as_deref()).map_err(StartError::Setup)?;
     remote::spawn(&loaded, pipeline.upstreams().clone(), tls, reloader.clone());
+    firewall::spawn_refresher(&loaded, pipeline.upstreams().clone());
     shutdown_signal(reloader).await;
     info!("shutting down");
     if let Some(log) = pipeline.querylog() {

@@ -52,6 +52,14 @@ enum Command {
         #[arg(short, long, default_value = "config.toml")]
         config: PathBuf,
     },
+    /// Print what the router should drop: blocked address ranges, the
+    /// current addresses of blocked names, and DNS over TLS (port 853).
+    Firewall {
+        #[arg(long, value_enum, default_value = "nft")]
+        format: FirewallFormat,
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+    },
     /// Say what sinkd would do with a name, and why.
     Query {
         /// The name to look up, e.g. tracking.miui.com
@@ -62,6 +70,13 @@ enum Command {
         #[arg(short, long, default_value = "config.toml")]
         config: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FirewallFormat {
+    Nft,
+    Iptables,
+    Plain,
 }
 
 fn main() -> ExitCode {
@@ -114,6 +129,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Firewall { format, config } => firewall(config, format),
         Command::Query {
             name,
             qtype,
@@ -241,6 +257,74 @@ fn query(path: PathBuf, name: &str, qtype: &str) -> ExitCode {
             }
         }
     }
+    ExitCode::SUCCESS
+}
+
+fn firewall(path: PathBuf, format: FirewallFormat) -> ExitCode {
+    use sinkd::firewall;
+    let loaded = match config::load(&path) {
+        Ok(loaded) => loaded,
+        Err(problem) => {
+            eprintln!("{problem}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut feed = firewall::load(&loaded);
+    if firewall::needs_lookup(&loaded, &feed) {
+        // No running sinkd has looked the names up lately: do it now.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let c = &loaded.config;
+        let ca_file = c.upstream.ca_file.as_ref().map(|p| loaded.resolve(p));
+        let ttl = sinkd::wire::TtlPolicy {
+            min: c.cache.min_ttl,
+            max: c.cache.max_ttl,
+        };
+        let upstreams = match sinkd::upstream::Upstreams::new(
+            &c.upstream.servers.0,
+            c.upstream.timeout(),
+            ttl,
+            ca_file.as_deref(),
+        ) {
+            Ok(u) => std::sync::Arc::new(u),
+            Err(e) => {
+                eprintln!("{}: {e}", loaded.path.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        let names = firewall::names(&loaded);
+        let lookup = firewall::resolve(&upstreams, names);
+        match runtime
+            .block_on(async { tokio::time::timeout(firewall::LOOKUP_BUDGET, lookup).await })
+        {
+            Ok(addresses) => {
+                if let Err(e) = firewall::store(&loaded, &addresses) {
+                    eprintln!(
+                        "sinkd firewall: cannot keep the addresses ({e}); printing them anyway"
+                    );
+                }
+                feed.addresses = addresses
+                    .into_iter()
+                    .filter(|(ip, _)| !feed.ranges.keys().any(|net| net.contains(ip)))
+                    .collect();
+                feed.resolved_at = Some(std::time::SystemTime::now());
+            }
+            Err(_) => eprintln!(
+                "sinkd firewall: the upstreams did not answer in time; printing the ranges only"
+            ),
+        }
+    }
+    let format = match format {
+        FirewallFormat::Nft => firewall::Format::Nft,
+        FirewallFormat::Iptables => firewall::Format::Iptables,
+        FirewallFormat::Plain => firewall::Format::Plain,
+    };
+    print!(
+        "{}",
+        firewall::render(&feed, format, &loaded.path.display().to_string())
+    );
     ExitCode::SUCCESS
 }
 

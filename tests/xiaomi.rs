@@ -193,3 +193,129 @@ async fn the_doh_canary_and_ddr_keep_devices_on_sinkd() {
     let r = ask(off.addr, "use-application-dns.net.", RecordType::A).await;
     assert_eq!(rdatas(&r), ["203.0.113.1"], "off: forwarded like any name");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_firewall_feed_has_ranges_addresses_and_port_853_in_every_format() {
+    let upstream = Upstream::start(|req: &Message| {
+        let q = &req.queries[0];
+        let owner = q.name().to_string();
+        Reply::Answer(match (owner.as_str(), q.query_type()) {
+            ("upload.example.test.", RecordType::A) => {
+                answer(req, vec![a(&owner, 60, "203.0.113.9")])
+            }
+            ("upload.example.test.", RecordType::AAAA) => {
+                answer(req, vec![aaaa(&owner, 60, "2001:db8::9")])
+            }
+            ("inside.example.test.", RecordType::A) => {
+                answer(req, vec![a(&owner, 60, "42.62.48.157")])
+            }
+            _ => response(req, ResponseCode::NoError),
+        })
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ranges.cidr"),
+        "42.62.48.0/24\n2001:db8:42::/48\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("names.txt"),
+        "upload.example.test\ninside.example.test\n*.wild.example.test\n",
+    )
+    .unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[upstream]\nservers = [\"udp://{}\"]\n[blocking]\nanswer_ips = [\"ranges.cidr\"]\n\
+             [firewall]\nresolve = [\"names.txt\"]\n",
+            upstream.addr
+        ),
+    )
+    .unwrap();
+    let feed = |format: &str| {
+        let config = config.clone();
+        let format = format.to_string();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_sinkd"))
+                    .args(["firewall", "--format", &format, "-c"])
+                    .arg(&config)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8(out.stdout).unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+
+    let plain = feed("plain").await;
+    assert!(plain.contains("42.62.48.0/24\t# ranges.cidr:1"), "{plain}");
+    assert!(plain.contains("2001:db8:42::/48"), "{plain}");
+    assert!(
+        plain.contains("203.0.113.9\t# upload.example.test"),
+        "{plain}"
+    );
+    assert!(
+        plain.contains("2001:db8::9\t# upload.example.test"),
+        "{plain}"
+    );
+    assert!(
+        !plain.contains("42.62.48.157"),
+        "inside a listed range already: {plain}"
+    );
+    assert!(plain.contains("853"), "{plain}");
+    assert_eq!(
+        upstream.count(),
+        4,
+        "looked up once, then kept: A and AAAA of two names"
+    );
+
+    let nft = feed("nft").await;
+    assert!(
+        nft.contains("elements = { 42.62.48.0/24, 203.0.113.9 }"),
+        "{nft}"
+    );
+    assert!(nft.contains("th dport 853 reject"), "{nft}");
+    if std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let file = dir.path().join("feed.nft");
+        std::fs::write(&file, &nft).unwrap();
+        let check = std::process::Command::new("nft")
+            .arg("-c")
+            .arg("-f")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "nft -c -f: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+
+    let iptables = feed("iptables").await;
+    assert!(
+        iptables.contains("iptables -A SINKD_BLOCK -d 42.62.48.0/24 -j REJECT"),
+        "{iptables}"
+    );
+    assert!(
+        iptables.contains("ip6tables -A SINKD_BLOCK -d 2001:db8::9 -j REJECT"),
+        "{iptables}"
+    );
+    assert!(
+        iptables.contains("iptables -A SINKD_BLOCK -p udp --dport 853 -j REJECT"),
+        "{iptables}"
+    );
+    assert_eq!(upstream.count(), 4, "the stored addresses are reused");
+}
