@@ -119,12 +119,18 @@ impl Policy {
 
     /// Answer inspection: a CNAME target on a blocklist (CNAME cloaking) or an
     /// address in an `answer_ips` range blocks the whole answer.
-    pub fn inspect(&self, answer: &WireAnswer, qtype: u16) -> Option<Block> {
+    /// With `rebinding`, a private, loopback or link-local address in the
+    /// answer blocks it too (the caller knows whether the name is public).
+    pub fn inspect(&self, answer: &WireAnswer, qtype: u16, rebinding: bool) -> Option<Block> {
         for target in answer.cname_targets() {
             if let Verdict::Blocked(m) = self.domains.check(target) {
                 let rule = format!("{} (CNAME {target})", self.describe(&m));
                 return Some(self.block(rule, qtype));
             }
+        }
+        if rebinding && let Some(ip) = answer.addresses().iter().find(|ip| is_internal(**ip)) {
+            let rule = format!("rebind protection: a public name answered with {ip}");
+            return Some(self.block(rule, qtype));
         }
         if self.ranges.is_empty() {
             return None;
@@ -179,6 +185,21 @@ impl Policy {
             self.domains.allow_len(),
             self.ranges.len(),
         )
+    }
+}
+
+/// Addresses that only mean something inside the LAN or the host.
+fn is_internal(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified()
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+        }
     }
 }
 

@@ -257,11 +257,16 @@ pub struct ServerConfig {
     /// Worker threads (and UDP sockets per address); 0 means one per core.
     #[serde(default)]
     pub threads: usize,
+    /// A public name answered with a private, loopback or link-local address
+    /// is blocked (DNS rebinding), unless it is local, forwarded or allowed.
+    #[serde(default = "yes")]
+    pub rebind_protection: bool,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
+            rebind_protection: true,
             listen: default_listen(),
             allow: default_allow(),
             threads: 0,

@@ -78,6 +78,9 @@ pub struct Pending {
     upstreams: Arc<Upstreams>,
     /// Allow-listed: answer inspection does not apply.
     exempt: bool,
+    /// Sent to the public upstreams (not a `[[forward]]` target) with
+    /// rebind protection on: a private address in the answer is an attack.
+    rebinding: bool,
     asked: Asked,
 }
 
@@ -104,6 +107,7 @@ impl Forwards {
 
 pub struct Pipeline {
     allow: Vec<IpNet>,
+    rebind_protection: bool,
     clients: Arc<Clients>,
     blocking: Blocking,
     local: ArcSwap<LocalZones>,
@@ -147,6 +151,7 @@ impl Pipeline {
         }
         Ok(Pipeline {
             allow: config.server.allow.clone(),
+            rebind_protection: config.server.rebind_protection,
             clients: Arc::new(Clients::new(directory, reverse)),
             blocking: Blocking::new(policy),
             local: ArcSwap::from_pointee(zones),
@@ -287,12 +292,14 @@ impl Pipeline {
         }
 
         // 6. answer: the cache
+        let routed = self.forwards.route(&asked.name);
+        let rebinding = routed.is_none() && self.rebind_protection;
         query.cache_key(packet, key);
         let now = Instant::now();
         if let Some(entry) = self.cache.get(key, now) {
             // 7. inspect
             if let Some(block) = (!exempt)
-                .then(|| policy.inspect(&entry.answer, query.qtype))
+                .then(|| policy.inspect(&entry.answer, query.qtype, rebinding))
                 .flatten()
             {
                 self.block(packet, &query, block, &asked, out);
@@ -306,7 +313,7 @@ impl Pipeline {
             return Step::Reply;
         }
         // 6. answer: a forward target, the upstreams, or no one
-        let upstreams = match self.forwards.route(&asked.name) {
+        let upstreams = match routed {
             Some(pool) => pool.clone(),
             None if LocalZones::is_private_reverse(&asked.name) => {
                 let nx = zones.private_reverse_nxdomain(&asked.name);
@@ -321,6 +328,7 @@ impl Pipeline {
             key: key.as_slice().into(),
             upstreams,
             exempt,
+            rebinding,
             asked,
         })
     }
@@ -334,6 +342,7 @@ impl Pipeline {
             key,
             upstreams,
             exempt,
+            rebinding,
             asked,
         } = pending;
         let mut out = Vec::new();
@@ -344,7 +353,7 @@ impl Pipeline {
                 self.cache.insert(&key, &answered.answer, Instant::now());
                 let policy = self.blocking.load();
                 if let Some(block) = (!exempt)
-                    .then(|| policy.inspect(&answered.answer, query.qtype))
+                    .then(|| policy.inspect(&answered.answer, query.qtype, rebinding))
                     .flatten()
                 {
                     self.block(&packet, &query, block, &asked, &mut out);

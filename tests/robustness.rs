@@ -1,0 +1,121 @@
+//! Running for years: rebinding protection, and the faults a home network
+//! meets (dead upstreams, reloads under load, shutdown).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+
+/// Answers every name with a private address: what a rebinding attacker's
+/// name server does.
+fn rebinder(req: &Message) -> Reply {
+    let q = &req.queries[0];
+    let owner = q.name().to_string();
+    Reply::Answer(match q.query_type() {
+        RecordType::A => answer(req, vec![a(&owner, 60, "192.168.1.1")]),
+        RecordType::AAAA => answer(req, vec![aaaa(&owner, 60, "fe80::1")]),
+        _ => response(req, ResponseCode::NoError),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn public_names_answered_with_private_addresses_are_blocked() {
+    let upstream = Upstream::start(rebinder).await;
+    let router = Upstream::start(rebinder).await;
+    let extra = format!(
+        "[blocking]\nallow = [\"allow.txt\"]\n[[forward]]\ndomains = [\"home.arpa\"]\nservers = [\"udp://{}\"]\n",
+        router.addr
+    );
+    let sinkd = Sinkd::start_with_files(
+        &config_for(&[upstream.addr], &extra),
+        &[("allow.txt", "plex.direct\n")],
+    );
+    for qtype in [RecordType::A, RecordType::AAAA] {
+        for _ in 0..2 {
+            // Second time from the cache: still blocked.
+            let r = ask(sinkd.addr, "evil.example.", qtype).await;
+            assert!(
+                rdatas(&r) == ["0.0.0.0"] || rdatas(&r) == ["::"],
+                "{qtype}: {:?}",
+                rdatas(&r)
+            );
+            assert!(
+                ede(&r).unwrap().1.starts_with("rebind protection"),
+                "{:?}",
+                ede(&r)
+            );
+        }
+    }
+    let r = ask(sinkd.addr, "abc.plex.direct.", RecordType::A).await;
+    assert_eq!(rdatas(&r), ["192.168.1.1"], "allow-listed");
+    let r = ask(sinkd.addr, "nas.home.arpa.", RecordType::A).await;
+    assert_eq!(
+        rdatas(&r),
+        ["192.168.1.1"],
+        "a forwarded domain is the LAN's own"
+    );
+
+    let off = Sinkd::start(
+        &config_for(&[upstream.addr], "")
+            .replace("[server]\n", "[server]\nrebind_protection = false\n"),
+    );
+    let r = ask(off.addr, "evil.example.", RecordType::A).await;
+    assert_eq!(rdatas(&r), ["192.168.1.1"]);
+}
+
+fn zone(req: &Message) -> Reply {
+    let q = &req.queries[0];
+    let owner = q.name().to_string();
+    Reply::Answer(match q.query_type() {
+        RecordType::A => answer(req, vec![a(&owner, 1, "192.0.2.1")]),
+        _ => response(req, ResponseCode::NoError),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_dying_mid_stream_is_taken_over_within_the_timeout() {
+    let mut first = Upstream::start(zone).await;
+    let second = Upstream::start(zone).await;
+    let sinkd = Sinkd::with_upstreams(&[first.addr, second.addr], "");
+    let started = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut i = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        if i == 40 {
+            first.kill();
+        }
+        let asked = Instant::now();
+        let r = ask(sinkd.addr, &format!("n{i}.example."), RecordType::A).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError, "query {i}");
+        worst = worst.max(asked.elapsed());
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        worst < Duration::from_millis(1000),
+        "no client waited past the timeout: {worst:?}"
+    );
+    assert!(second.count() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_every_upstream_dead_cached_answers_still_flow() {
+    let mut upstream = Upstream::start(|req: &Message| {
+        let owner = req.queries[0].name().to_string();
+        Reply::Answer(answer(req, vec![a(&owner, 300, "192.0.2.1")]))
+    })
+    .await;
+    let sinkd = Sinkd::with_upstreams(&[upstream.addr], "");
+    let r = ask(sinkd.addr, "kept.example.", RecordType::A).await;
+    assert_eq!(rdatas(&r), ["192.0.2.1"]);
+    upstream.kill();
+    let r = ask(sinkd.addr, "kept.example.", RecordType::A).await;
+    assert_eq!(rdatas(&r), ["192.0.2.1"], "from the cache");
+    let started = Instant::now();
+    let r = ask(sinkd.addr, "new.example.", RecordType::A).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+    assert!(started.elapsed() < Duration::from_millis(1500));
+}
