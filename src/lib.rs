@@ -53,9 +53,10 @@ pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(),
         }
     }
     let tcp_slots = Arc::new(Semaphore::new(TCP_MAX_CONNECTIONS));
+    let mut listeners = Vec::new();
     for b in bound {
         println!("sinkd: listening on {} (udp, tcp)", b.addr);
-        b.spawn(pipeline.clone(), tcp_slots.clone());
+        listeners.extend(b.spawn(pipeline.clone(), tcp_slots.clone()));
     }
     info!(
         upstreams = ?pipeline.upstreams().servers().collect::<Vec<_>>(),
@@ -63,6 +64,16 @@ pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(),
         "ready"
     );
     println!("sinkd: ready");
+    // systemd (Type=notify): the listeners are bound and the lists loaded.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    if let Some(every) = sd_notify::watchdog_enabled() {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every / 2).await;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        });
+    }
 
     let reloader = reload::spawn(loaded.clone(), pipeline.clone());
     let ca_file = config.upstream.ca_file.as_ref().map(|p| loaded.resolve(p));
@@ -70,9 +81,20 @@ pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(),
     remote::spawn(&loaded, pipeline.upstreams().clone(), tls, reloader.clone());
     firewall::spawn_refresher(&loaded, pipeline.upstreams().clone());
     shutdown_signal(reloader).await;
-    info!("shutting down");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    // Stop taking queries, answer the ones already taken, then write out
+    // the log: a restart loses nothing a client was promised.
+    for listener in listeners {
+        listener.abort();
+    }
+    let deadline = tokio::time::Instant::now()
+        + config.upstream.timeout()
+        + std::time::Duration::from_millis(500);
+    while pipeline.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    info!(unanswered = pipeline.in_flight(), "shutting down");
     if let Some(log) = pipeline.querylog() {
-        // The writer thread holds what the last queries logged.
         log.flush().await;
     }
     Ok(())

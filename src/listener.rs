@@ -131,12 +131,19 @@ pub fn bind(addr: SocketAddr, udp_sockets: usize) -> Result<Bound, BindError> {
 }
 
 impl Bound {
-    /// Runs every loop of this address until the process ends.
-    pub fn spawn(self, pipeline: Arc<Pipeline>, tcp_slots: Arc<Semaphore>) {
+    /// Runs every loop of this address; aborting the handles stops
+    /// accepting (queries already taken in are answered by their own tasks).
+    pub fn spawn(
+        self,
+        pipeline: Arc<Pipeline>,
+        tcp_slots: Arc<Semaphore>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut handles = Vec::new();
         for socket in self.udp {
-            tokio::spawn(serve_udp(Arc::new(socket), pipeline.clone()));
+            handles.push(tokio::spawn(serve_udp(Arc::new(socket), pipeline.clone())));
         }
-        tokio::spawn(serve_tcp(self.tcp, pipeline, tcp_slots));
+        handles.push(tokio::spawn(serve_tcp(self.tcp, pipeline, tcp_slots)));
+        handles
     }
 }
 

@@ -115,6 +115,17 @@ pub struct Pipeline {
     forwards: Forwards,
     upstreams: Arc<Upstreams>,
     querylog: Option<QueryLog>,
+    /// Queries waiting for an upstream: shutdown waits for them.
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a query in flight for as long as it lives.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Pipeline {
@@ -159,6 +170,7 @@ impl Pipeline {
             upstreams: pool(&config.upstream.servers.0)?,
             forwards,
             querylog: None,
+            in_flight: Default::default(),
         })
     }
 
@@ -195,6 +207,11 @@ impl Pipeline {
 
     pub fn querylog(&self) -> Option<&QueryLog> {
         self.querylog.as_ref()
+    }
+
+    /// Queries still waiting for an upstream.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Re-reads local zones, hosts files and device names (on reload).
@@ -336,6 +353,9 @@ impl Pipeline {
     /// Step 6 from an upstream, then steps 7 and 8. Always produces an
     /// answer: SERVFAIL when no upstream could give one.
     pub async fn answer_upstream(&self, pending: Pending) -> Vec<u8> {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _in_flight = InFlight(&self.in_flight);
         let Pending {
             packet,
             query,

@@ -136,7 +136,13 @@ fn run(
             }
         }
         info!("reloading: {why}");
-        if let Some(fresh) = reload(&loaded, &pipeline) {
+        // systemd shows "reloading" meanwhile (and needs the clock for it).
+        let mut notify = vec![sd_notify::NotifyState::Reloading];
+        notify.extend(sd_notify::NotifyState::monotonic_usec_now());
+        let _ = sd_notify::notify(&notify);
+        let fresh = reload(&loaded, &pipeline);
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        if let Some(fresh) = fresh {
             loaded = fresh;
             if let Some(w) = watcher.as_mut() {
                 watch(w, &loaded, &mut watched);

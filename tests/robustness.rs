@@ -119,3 +119,30 @@ async fn with_every_upstream_dead_cached_answers_still_flow() {
     assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
     assert!(started.elapsed() < Duration::from_millis(1500));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_answers_what_is_in_flight_writes_the_log_and_exits_0() {
+    let upstream = Upstream::start(|req: &Message| {
+        let owner = req.queries[0].name().to_string();
+        Reply::AnswerAfter(
+            Duration::from_millis(400),
+            answer(req, vec![a(&owner, 300, "192.0.2.1")]),
+        )
+    })
+    .await;
+    let mut sinkd = Sinkd::with_upstreams(&[upstream.addr], "");
+    let addr = sinkd.addr;
+    let asking = tokio::spawn(async move { ask(addr, "slow.example.", RecordType::A).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let status = tokio::task::block_in_place(|| sinkd.terminate());
+    assert!(status.success(), "exit status {status:?}");
+    let r = asking.await.unwrap();
+    assert_eq!(
+        rdatas(&r),
+        ["192.0.2.1"],
+        "the query in flight was answered"
+    );
+    let log = sinkd.querylog();
+    assert_eq!(log.len(), 1, "its log line was written before exit");
+    assert_eq!(log[0]["name"], "slow.example");
+}

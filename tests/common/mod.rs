@@ -332,6 +332,15 @@ impl Sinkd {
         std::fs::read_to_string(self.path("sinkd.log")).unwrap_or_default()
     }
 
+    /// Sends SIGTERM, as `systemctl stop` does, and waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+
     /// Sends SIGHUP, as `systemctl reload` does.
     pub fn hangup(&self) {
         Command::new("kill")
