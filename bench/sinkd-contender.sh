@@ -19,6 +19,7 @@ cat > "$CONF" <<CONF
 listen = ["$ADDR:$PORT"]
 allow = ["127.0.0.0/8"]
 threads = $THREADS
+rate_limit = 0          # dnsperf is one client asking 100k queries a second
 
 [upstream]
 servers = ["udp://$UPSTREAM"]

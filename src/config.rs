@@ -261,12 +261,36 @@ pub struct ServerConfig {
     /// is blocked (DNS rebinding), unless it is local, forwarded or allowed.
     #[serde(default = "yes")]
     pub rebind_protection: bool,
+    /// Queries a second one client may ask on average; 0 turns the limit off.
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit: u32,
+    /// Queries one client may ask at once (default: twice `rate_limit`).
+    #[serde(default)]
+    pub rate_limit_burst: Option<u32>,
+    /// What a client over its limit gets: nothing ("drop") or REFUSED.
+    #[serde(default)]
+    pub rate_limit_action: OverLimit,
+}
+
+fn default_rate_limit() -> u32 {
+    200
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OverLimit {
+    #[default]
+    Drop,
+    Refused,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             rebind_protection: true,
+            rate_limit: default_rate_limit(),
+            rate_limit_burst: None,
+            rate_limit_action: OverLimit::Drop,
             listen: default_listen(),
             allow: default_allow(),
             threads: 0,
@@ -789,6 +813,14 @@ pub fn load(path: &Path) -> Result<Loaded, Problem> {
 }
 
 /// Parses config text; an error comes with its 1-based line and column.
+///
+/// ```
+/// let config = sinkd::config::parse("[cache]\nsize = 0\n").unwrap();
+/// assert_eq!(config.cache.size, 0);
+/// let (line, column, message) = sinkd::config::parse("[cache]\nsise = 0\n").unwrap_err();
+/// assert_eq!((line, column), (2, 1));
+/// assert!(message.contains("unknown field `sise`"));
+/// ```
 pub fn parse(text: &str) -> Result<Config, (usize, usize, String)> {
     toml::from_str(text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);

@@ -11,6 +11,7 @@ pub mod local;
 pub mod pipeline;
 pub mod policy;
 pub mod querylog;
+pub mod ratelimit;
 pub mod reload;
 pub mod remote;
 pub mod tail;

@@ -3,7 +3,8 @@
 //!
 //! 1. parse   the packet; malformed ones get FORMERR or are dropped
 //! 2. who     the client's address, MAC and device name (`clients.rs`)
-//! 3. may ask? `server.allow`, else REFUSED: never an open resolver
+//! 3. may ask? `server.allow`, else REFUSED: never an open resolver; and
+//!    within its rate limit, so one looping device cannot starve the rest
 //! 4. policy  allow lists, then blocklists: a blocked name is answered here
 //! 5. local   the LAN's own zones, records and hosts files (`local.rs`)
 //! 6. answer  from the cache, else from a `[[forward]]` target or the
@@ -28,9 +29,10 @@ use tracing::{debug, warn};
 use crate::blocking::{Block, Blocking, NameVerdict, Policy};
 use crate::cache::Cache;
 use crate::clients::{self, Clients, Device};
-use crate::config::Loaded;
+use crate::config::{Loaded, OverLimit};
 use crate::local::{self, LocalAnswer, LocalZones};
 use crate::querylog::{self, QueryLog, Record};
+use crate::ratelimit::RateLimiter;
 use crate::upstream::Upstreams;
 use crate::wire::{self, Ede, Query, Rcode, Reject, TtlPolicy, WireAnswer};
 
@@ -107,6 +109,7 @@ impl Forwards {
 
 pub struct Pipeline {
     allow: Vec<IpNet>,
+    rate_limit: Option<(RateLimiter, OverLimit)>,
     rebind_protection: bool,
     clients: Arc<Clients>,
     blocking: Blocking,
@@ -160,8 +163,18 @@ impl Pipeline {
         for problem in problems {
             warn!("{problem}");
         }
+        let server = &config.server;
         Ok(Pipeline {
-            allow: config.server.allow.clone(),
+            allow: server.allow.clone(),
+            rate_limit: (server.rate_limit > 0).then(|| {
+                let burst = server
+                    .rate_limit_burst
+                    .unwrap_or(server.rate_limit.saturating_mul(2));
+                (
+                    RateLimiter::new(server.rate_limit, burst),
+                    server.rate_limit_action,
+                )
+            }),
             rebind_protection: config.server.rebind_protection,
             clients: Arc::new(Clients::new(directory, reverse)),
             blocking: Blocking::new(policy),
@@ -273,6 +286,19 @@ impl Pipeline {
             wire::error_answer(packet, &query, Rcode::Refused, out);
             self.record(&asked, &query, Action::Refused, None, out, None, None);
             return Step::Reply;
+        }
+        if let Some((limiter, over)) = &self.rate_limit
+            && !limiter.admit(client)
+        {
+            // Counted and warned about by the limiter; not logged per query,
+            // so a looping device cannot flood the query log.
+            return match over {
+                OverLimit::Drop => Step::Drop,
+                OverLimit::Refused => {
+                    wire::error_answer(packet, &query, Rcode::Refused, out);
+                    Step::Reply
+                }
+            };
         }
         if query.edns.is_some_and(|e| e.version > 0) {
             wire::error_answer(packet, &query, Rcode::BadVers, out);

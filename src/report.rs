@@ -1,0 +1,1552 @@
+//! `sinkd report`: what each device asked for over a period, read from the
+//! query log (the rotated files too), as aligned text for a terminal or as one
+//! self-contained HTML page with charts.
+//!
+//! Plain blocking std code like `sinkd tail`: one pass over files on disk.
+//! Everything a device name or query name puts on the page is escaped, and
+//! the page loads nothing: no scripts, fonts or images from anywhere.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+
+use crate::config::parse_mac;
+use crate::querylog::eq_ignore_case;
+
+/// A longer "line" is not one the writer wrote; it is skipped, not buffered.
+const MAX_LINE: usize = 1 << 20;
+/// Rotated files looked for beyond `path.1`; `keep` is far below this.
+const MAX_ROTATED: usize = 1000;
+/// More bars than this make a timeline unreadable on a phone, so longer
+/// periods get wider buckets.
+const MAX_BUCKETS: u64 = 48;
+const HOUR: u64 = 3600;
+/// Names listed per category; the rest are summed up in one line.
+const TEXT_TOP: usize = 5;
+const HTML_TOP: usize = 8;
+const HTML_BYPASS_TOP: usize = 12;
+
+pub struct ReportOptions {
+    /// The current log file; `path.1`, `path.2`, … are older.
+    pub path: PathBuf,
+    /// Only queries this recent.
+    pub since: Option<Duration>,
+    /// A device name (any case), client IP or MAC.
+    pub device: Option<String>,
+    /// The end of the period; injectable so tests do not depend on the clock.
+    pub now: SystemTime,
+}
+
+/// The summary of a period of the query log.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Start of the period: `now - since`, else the first query read.
+    pub from: Option<SystemTime>,
+    /// End of the period: `now` with `since`, else the last query read.
+    pub until: Option<SystemTime>,
+    pub since: Option<Duration>,
+    pub device_filter: Option<String>,
+    /// The files read, oldest first.
+    pub files: Vec<PathBuf>,
+    pub queries: u64,
+    pub blocked: u64,
+    /// Lines that were not a query-log record, skipped.
+    pub malformed: u64,
+    /// Most blocked first.
+    pub devices: Vec<DeviceReport>,
+    /// All devices together.
+    pub timeline: Timeline,
+    /// Print times in UTC rather than the local time zone (build sets false).
+    pub utc: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct DeviceReport {
+    /// The device name, or the client IP when the log had none.
+    pub name: String,
+    /// False when `name` is only the client IP.
+    pub named: bool,
+    /// Client IPs and MACs seen, most queries first.
+    pub addresses: Vec<String>,
+    pub macs: Vec<String>,
+    pub queries: u64,
+    pub blocked: u64,
+    pub first_seen: SystemTime,
+    pub last_seen: SystemTime,
+    /// Blocked queries by the list that blocked them, most first.
+    pub categories: Vec<CategoryReport>,
+    /// Queries that tried to get around sinkd, most first.
+    pub bypass: Vec<BypassAttempt>,
+    pub timeline: Timeline,
+}
+
+#[derive(Clone, Debug)]
+pub struct CategoryReport {
+    pub category: Category,
+    pub queries: u64,
+    /// Every name blocked in this category, most queries first.
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub name: String,
+    pub queries: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BypassAttempt {
+    pub name: String,
+    pub category: Category,
+    pub queries: u64,
+}
+
+/// Queries per time bucket, `step` wide from `start`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timeline {
+    pub start: SystemTime,
+    pub step: Duration,
+    pub buckets: Vec<Bucket>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    /// Everything not blocked (forwarded, cached, local, refused, failed).
+    pub allowed: u64,
+    pub blocked: u64,
+}
+
+/// What kind of endpoint a blocked query was, from the list its rule names.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Category {
+    XiaomiTelemetry,
+    XiaomiAds,
+    HttpDns,
+    MiCloud,
+    Doh,
+    AddressRange,
+    BypassHygiene,
+    /// Another list: its file name without the extension.
+    List(String),
+    /// Blocked by a rule this report cannot read.
+    Unknown,
+}
+
+impl Category {
+    /// From a log line's `rule`: `file:line pattern`, `file:line pattern
+    /// (CNAME target)`, `file:line range (answer ip)` or `built-in name (why)`.
+    pub fn from_rule(rule: Option<&str>) -> Category {
+        let Some(rule) = rule else {
+            return Category::Unknown;
+        };
+        if rule.starts_with("built-in ") {
+            return Category::BypassHygiene;
+        }
+        let Some(file) = rule_file(rule) else {
+            return Category::Unknown;
+        };
+        // Lists may be named by path or URL; only the file name says which.
+        let base = file.rsplit('/').next().unwrap_or(file);
+        let known = [
+            ("xiaomi-telemetry.txt", Category::XiaomiTelemetry),
+            ("xiaomi-ads.txt", Category::XiaomiAds),
+            ("xiaomi-httpdns.txt", Category::HttpDns),
+            ("xiaomi-cloud.txt", Category::MiCloud),
+            ("doh.txt", Category::Doh),
+        ];
+        if let Some((_, category)) = known.into_iter().find(|(f, _)| f.eq_ignore_ascii_case(base)) {
+            return category;
+        }
+        if base.to_ascii_lowercase().ends_with(".cidr") {
+            return Category::AddressRange;
+        }
+        let stem = match base.rsplit_once('.') {
+            Some((stem, _)) if !stem.is_empty() => stem,
+            _ => base,
+        };
+        if stem.is_empty() {
+            Category::Unknown
+        } else {
+            Category::List(stem.to_owned())
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        match self {
+            Category::XiaomiTelemetry => "Xiaomi telemetry",
+            Category::XiaomiAds => "Xiaomi ads",
+            Category::HttpDns => "HTTP-DNS (resolver bypass)",
+            Category::MiCloud => "Mi Cloud sync",
+            Category::Doh => "DoH/DoT resolvers (bypass)",
+            Category::AddressRange => "Blocked address range",
+            Category::BypassHygiene => "Bypass hygiene",
+            Category::List(name) => name,
+            Category::Unknown => "Other rules",
+        }
+    }
+
+    /// A query meant to get around sinkd: a private resolver, a public
+    /// encrypted one, or the probes that decide whether to use one.
+    pub fn is_bypass(&self) -> bool {
+        matches!(
+            self,
+            Category::HttpDns | Category::Doh | Category::BypassHygiene
+        )
+    }
+
+    fn colour(&self) -> &'static str {
+        const OTHERS: [&str; 5] = ["#2b8a3e", "#0b7285", "#5f3dc4", "#a61e4d", "#5c940d"];
+        match self {
+            Category::XiaomiTelemetry => "#e8590c",
+            Category::XiaomiAds => "#f59f00",
+            Category::HttpDns => "#ae3ec9",
+            Category::MiCloud => "#1c7ed6",
+            Category::Doh => "#6741d9",
+            Category::AddressRange => "#c92a2a",
+            Category::BypassHygiene => "#d6336c",
+            // Stable across runs, so a list keeps its colour from report to report.
+            Category::List(name) => {
+                let hash = name.bytes().fold(0usize, |h, b| h.wrapping_mul(31) + b as usize);
+                OTHERS[hash % OTHERS.len()]
+            }
+            Category::Unknown => "#868e96",
+        }
+    }
+}
+
+/// The file of a `file:line …` rule. File names may hold spaces and colons
+/// (paths, URLs), so the location ends at the first `:digits` followed by a
+/// space or the end.
+fn rule_file(rule: &str) -> Option<&str> {
+    let bytes = rule.as_bytes();
+    for (i, _) in rule.match_indices(':') {
+        let digits = bytes[i + 1..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let after = bytes.get(i + 1 + digits);
+        if i > 0 && digits > 0 && matches!(after, None | Some(b' ')) {
+            return Some(&rule[..i]);
+        }
+    }
+    None
+}
+
+impl Report {
+    pub fn bypass_attempts(&self) -> u64 {
+        self.devices.iter().map(DeviceReport::bypass_attempts).sum()
+    }
+
+    pub fn blocked_share(&self) -> f64 {
+        share(self.blocked, self.queries)
+    }
+}
+
+impl DeviceReport {
+    pub fn bypass_attempts(&self) -> u64 {
+        self.bypass.iter().map(|b| b.queries).sum()
+    }
+
+    pub fn blocked_share(&self) -> f64 {
+        share(self.blocked, self.queries)
+    }
+}
+
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reading
+
+/// The fields the report needs; the rest of a line is not looked at.
+#[derive(Deserialize)]
+struct Line {
+    ts: String,
+    client: String,
+    #[serde(default)]
+    mac: Option<String>,
+    #[serde(default)]
+    device: Option<String>,
+    name: String,
+    action: String,
+    #[serde(default)]
+    rule: Option<String>,
+}
+
+/// Reads the log files for the period and sums them up.
+pub fn build(options: &ReportOptions) -> io::Result<Report> {
+    let cutoff = options.since.and_then(|s| options.now.checked_sub(s));
+    let mut reading = Reading {
+        cutoff,
+        cutoff_text: cutoff.map(|c| humantime::format_rfc3339_millis(c).to_string()),
+        filter: Filter::new(options.device.as_deref()),
+        devices: HashMap::new(),
+        malformed: 0,
+    };
+    let files = log_files(&options.path);
+    let mut read = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        // A rotated file ends where the next one starts: when that start is
+        // already before the period, none of this file is in it, and a
+        // short `--since` need not parse hundreds of old megabytes.
+        if let (Some(cutoff), Some(next)) = (cutoff, files.get(i + 1))
+            && first_time(next).is_some_and(|t| t < cutoff)
+        {
+            continue;
+        }
+        let newest = i + 1 == files.len();
+        match File::open(file) {
+            Ok(f) => reading.read(BufReader::new(f), newest)?,
+            // Rotated away between listing and opening: its lines moved on.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !newest => continue,
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", file.display()))),
+        }
+        read.push(file.clone());
+    }
+    if read.is_empty() {
+        let e = io::Error::from(io::ErrorKind::NotFound);
+        return Err(io::Error::new(
+            e.kind(),
+            format!("{}: {e}", options.path.display()),
+        ));
+    }
+    Ok(reading.finish(options, read))
+}
+
+/// `path.N` … `path.1`, then `path`: oldest first.
+fn log_files(path: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = (1..=MAX_ROTATED)
+        .map(|n| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(format!(".{n}"));
+            PathBuf::from(name)
+        })
+        .take_while(|p| p.is_file())
+        .collect();
+    files.reverse();
+    files.push(path.to_owned());
+    files
+}
+
+/// The time of the first readable line of `path`.
+fn first_time(path: &Path) -> Option<SystemTime> {
+    let mut reader = BufReader::new(File::open(path).ok()?);
+    let mut line = Vec::new();
+    for _ in 0..16 {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if let Ok(entry) = serde_json::from_slice::<Line>(&line)
+            && let Ok(at) = humantime::parse_rfc3339(&entry.ts)
+        {
+            return Some(at);
+        }
+    }
+    None
+}
+
+struct Reading {
+    cutoff: Option<SystemTime>,
+    /// The cutoff as the log writes times, to skip old lines unparsed.
+    cutoff_text: Option<String>,
+    filter: Filter,
+    devices: HashMap<String, DeviceAcc>,
+    malformed: u64,
+}
+
+impl Reading {
+    fn read(&mut self, mut reader: impl BufRead, newest: bool) -> io::Result<()> {
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = (&mut reader)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)?;
+            if n == 0 {
+                return Ok(());
+            }
+            let complete = line.last() == Some(&b'\n');
+            if !complete && line.len() > MAX_LINE {
+                skip_line(&mut reader)?;
+                self.malformed += 1;
+                continue;
+            }
+            let parsed = self.line(&line);
+            // The writer may be halfway through the newest file's last line:
+            // that is not a broken line, only one not finished yet.
+            if !parsed && !(newest && !complete) {
+                self.malformed += 1;
+            }
+        }
+    }
+
+    /// False when `line` is not a query-log record.
+    fn line(&mut self, line: &[u8]) -> bool {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return true;
+        }
+        if let Some(cutoff) = &self.cutoff_text
+            && written_before(line, cutoff)
+        {
+            return true;
+        }
+        let Ok(entry) = serde_json::from_slice::<Line>(line) else {
+            return false;
+        };
+        let Ok(at) = humantime::parse_rfc3339(&entry.ts) else {
+            return false;
+        };
+        if self.cutoff.is_some_and(|c| at < c) || !self.filter.wants(&entry) {
+            return true;
+        }
+        let key = match entry.device.as_deref() {
+            Some(d) if !d.trim().is_empty() => d,
+            _ => entry.client.as_str(),
+        };
+        if !self.devices.contains_key(key) {
+            let acc = DeviceAcc::new(key.to_owned(), key != entry.client, at);
+            self.devices.insert(key.to_owned(), acc);
+        }
+        if let Some(device) = self.devices.get_mut(key) {
+            device.add(&entry, at);
+        }
+        true
+    }
+
+    fn finish(self, options: &ReportOptions, files: Vec<PathBuf>) -> Report {
+        let first = self.devices.values().map(|d| d.first).min();
+        let last = self.devices.values().map(|d| d.last).max();
+        let (from, until) = match self.cutoff {
+            Some(cutoff) => (Some(cutoff), Some(options.now.max(last.unwrap_or(cutoff)))),
+            None => (first, last),
+        };
+        let frame = match (from, until) {
+            (Some(from), Some(until)) => Frame::new(from, until),
+            _ => Frame::new(options.now, options.now),
+        };
+        let mut devices: Vec<DeviceReport> = self
+            .devices
+            .into_values()
+            .map(|d| d.finish(&frame))
+            .collect();
+        devices.sort_by(|a, b| {
+            b.blocked
+                .cmp(&a.blocked)
+                .then(b.queries.cmp(&a.queries))
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        let mut timeline = frame.empty();
+        for d in &devices {
+            for (sum, b) in timeline.buckets.iter_mut().zip(&d.timeline.buckets) {
+                sum.allowed += b.allowed;
+                sum.blocked += b.blocked;
+            }
+        }
+        Report {
+            from,
+            until,
+            since: options.since,
+            device_filter: options.device.clone(),
+            files,
+            queries: devices.iter().map(|d| d.queries).sum(),
+            blocked: devices.iter().map(|d| d.blocked).sum(),
+            malformed: self.malformed,
+            devices,
+            timeline,
+            utc: false,
+        }
+    }
+}
+
+/// Whether `line` starts the way the writer starts every line, with a time
+/// before `cutoff`. Fixed-width UTC times compare as text.
+fn written_before(line: &[u8], cutoff: &str) -> bool {
+    let Some(ts) = line
+        .strip_prefix(br#"{"ts":""#)
+        .and_then(|rest| rest.get(..cutoff.len()))
+    else {
+        return false;
+    };
+    let shaped = ts.len() == 24 && ts[10] == b'T' && ts[19] == b'.' && ts[23] == b'Z';
+    shaped && ts < cutoff.as_bytes()
+}
+
+fn skip_line(reader: &mut impl BufRead) -> io::Result<()> {
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                reader.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buf.len();
+                reader.consume(n);
+            }
+        }
+    }
+}
+
+/// `--device`: a name (any case), an IP or a MAC, as `sinkd tail` takes it.
+struct Filter {
+    device: Option<String>,
+    ip: Option<IpAddr>,
+    mac: Option<[u8; 6]>,
+}
+
+impl Filter {
+    fn new(device: Option<&str>) -> Filter {
+        let device = device.map(str::trim).filter(|d| !d.is_empty());
+        Filter {
+            ip: device
+                .and_then(|d| d.parse::<IpAddr>().ok())
+                .map(|ip| ip.to_canonical()),
+            mac: device.and_then(parse_mac),
+            device: device.map(str::to_owned),
+        }
+    }
+
+    fn wants(&self, entry: &Line) -> bool {
+        let Some(device) = &self.device else {
+            return true;
+        };
+        let by_name = entry
+            .device
+            .as_deref()
+            .is_some_and(|d| eq_ignore_case(d, device));
+        let by_ip = self.ip.is_some_and(|ip| {
+            entry
+                .client
+                .parse::<IpAddr>()
+                .is_ok_and(|c| c.to_canonical() == ip)
+        });
+        let by_mac = self.mac.is_some() && entry.mac.as_deref().and_then(parse_mac) == self.mac;
+        by_name || by_ip || by_mac
+    }
+}
+
+struct DeviceAcc {
+    name: String,
+    named: bool,
+    addresses: HashMap<String, u64>,
+    macs: HashMap<String, u64>,
+    queries: u64,
+    blocked: u64,
+    first: SystemTime,
+    last: SystemTime,
+    categories: HashMap<Category, HashMap<String, u64>>,
+    /// By hour since the epoch: the period is only known at the end.
+    hours: HashMap<u64, Bucket>,
+}
+
+impl DeviceAcc {
+    fn new(name: String, named: bool, at: SystemTime) -> DeviceAcc {
+        DeviceAcc {
+            name,
+            named,
+            addresses: HashMap::new(),
+            macs: HashMap::new(),
+            queries: 0,
+            blocked: 0,
+            first: at,
+            last: at,
+            categories: HashMap::new(),
+            hours: HashMap::new(),
+        }
+    }
+
+    fn add(&mut self, entry: &Line, at: SystemTime) {
+        self.queries += 1;
+        self.first = self.first.min(at);
+        self.last = self.last.max(at);
+        *self.addresses.entry(entry.client.clone()).or_default() += 1;
+        if let Some(mac) = entry.mac.as_deref().filter(|m| !m.is_empty()) {
+            *self.macs.entry(mac.to_ascii_lowercase()).or_default() += 1;
+        }
+        let hour = self.hours.entry(unix_secs(at) / HOUR).or_default();
+        if entry.action == "blocked" {
+            self.blocked += 1;
+            hour.blocked += 1;
+            let category = Category::from_rule(entry.rule.as_deref());
+            let names = self.categories.entry(category).or_default();
+            *names.entry(entry.name.to_ascii_lowercase()).or_default() += 1;
+        } else {
+            hour.allowed += 1;
+        }
+    }
+
+    fn finish(self, frame: &Frame) -> DeviceReport {
+        let mut categories: Vec<CategoryReport> = self
+            .categories
+            .into_iter()
+            .map(|(category, names)| {
+                let endpoints = ranked(names);
+                CategoryReport {
+                    category,
+                    queries: endpoints.iter().map(|e| e.queries).sum(),
+                    endpoints,
+                }
+            })
+            .collect();
+        categories.sort_by(|a, b| {
+            b.queries
+                .cmp(&a.queries)
+                .then_with(|| a.category.label().cmp(b.category.label()))
+        });
+        let mut bypass: Vec<BypassAttempt> = categories
+            .iter()
+            .filter(|c| c.category.is_bypass())
+            .flat_map(|c| {
+                c.endpoints.iter().map(|e| BypassAttempt {
+                    name: e.name.clone(),
+                    category: c.category.clone(),
+                    queries: e.queries,
+                })
+            })
+            .collect();
+        bypass.sort_by(|a, b| b.queries.cmp(&a.queries).then_with(|| a.name.cmp(&b.name)));
+        let mut timeline = frame.empty();
+        for (hour, counts) in self.hours {
+            let bucket = frame.bucket(hour);
+            timeline.buckets[bucket].allowed += counts.allowed;
+            timeline.buckets[bucket].blocked += counts.blocked;
+        }
+        DeviceReport {
+            name: self.name,
+            named: self.named,
+            addresses: ranked(self.addresses).into_iter().map(|e| e.name).collect(),
+            macs: ranked(self.macs).into_iter().map(|e| e.name).collect(),
+            queries: self.queries,
+            blocked: self.blocked,
+            first_seen: self.first,
+            last_seen: self.last,
+            categories,
+            bypass,
+            timeline,
+        }
+    }
+}
+
+/// Most first; ties by name so reports come out the same every time.
+fn ranked(counts: HashMap<String, u64>) -> Vec<Endpoint> {
+    let mut v: Vec<Endpoint> = counts
+        .into_iter()
+        .map(|(name, queries)| Endpoint { name, queries })
+        .collect();
+    v.sort_by(|a, b| b.queries.cmp(&a.queries).then_with(|| a.name.cmp(&b.name)));
+    v
+}
+
+/// The timeline's buckets: whole hours from the period's first hour.
+struct Frame {
+    first_hour: u64,
+    hours_per_bucket: u64,
+    buckets: usize,
+}
+
+impl Frame {
+    fn new(from: SystemTime, until: SystemTime) -> Frame {
+        let first_hour = unix_secs(from) / HOUR;
+        let end_hour = unix_secs(until).div_ceil(HOUR).max(first_hour + 1);
+        let hours = end_hour - first_hour;
+        let hours_per_bucket = [1, 2, 3, 4, 6, 8, 12, 24]
+            .into_iter()
+            .find(|step| hours.div_ceil(*step) <= MAX_BUCKETS)
+            .unwrap_or_else(|| hours.div_ceil(MAX_BUCKETS).div_ceil(24) * 24);
+        Frame {
+            first_hour,
+            hours_per_bucket,
+            buckets: hours.div_ceil(hours_per_bucket) as usize,
+        }
+    }
+
+    /// Times outside the period (a clock that jumped) go to its edges.
+    fn bucket(&self, hour: u64) -> usize {
+        let i = hour.saturating_sub(self.first_hour) / self.hours_per_bucket;
+        (i as usize).min(self.buckets - 1)
+    }
+
+    fn empty(&self) -> Timeline {
+        Timeline {
+            start: UNIX_EPOCH + Duration::from_secs(self.first_hour * HOUR),
+            step: Duration::from_secs(self.hours_per_bucket * HOUR),
+            buckets: vec![Bucket::default(); self.buckets],
+        }
+    }
+}
+
+fn unix_secs(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+// ---------------------------------------------------------------------------
+// Times
+
+/// A wall-clock time in the report's zone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Civil {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+    /// 0 = Sunday.
+    weekday: u32,
+    /// Seconds east of UTC.
+    offset: i64,
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+
+fn civil(at: SystemTime, utc: bool) -> Civil {
+    let secs = match at.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64) - 1,
+    };
+    if !utc && let Some(local) = local_civil(secs) {
+        return local;
+    }
+    utc_civil(secs)
+}
+
+fn local_civil(secs: i64) -> Option<Civil> {
+    let t = secs as libc::time_t;
+    // SAFETY: localtime_r writes only into `tm`, which we own; nothing in
+    // `sinkd report` changes the environment (TZ) while it runs.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        (!libc::localtime_r(&t, &mut tm).is_null()).then_some(tm)
+    }?;
+    Some(Civil {
+        year: tm.tm_year as i64 + 1900,
+        month: tm.tm_mon as u32 + 1,
+        day: tm.tm_mday as u32,
+        hour: tm.tm_hour as u32,
+        minute: tm.tm_min as u32,
+        second: tm.tm_sec as u32,
+        weekday: tm.tm_wday as u32,
+        offset: tm.tm_gmtoff as i64,
+    })
+}
+
+/// Proleptic Gregorian calendar from days since 1970 (H. Hinnant's
+/// `civil_from_days`), so UTC needs no C library.
+fn utc_civil(secs: i64) -> Civil {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    Civil {
+        year,
+        month,
+        day,
+        hour: (rem / 3600) as u32,
+        minute: (rem / 60 % 60) as u32,
+        second: (rem % 60) as u32,
+        weekday: (days + 4).rem_euclid(7) as u32,
+        offset: 0,
+    }
+}
+
+impl Civil {
+    /// `2026-11-23 19:04:05`
+    fn stamp(&self) -> String {
+        format!(
+            "{}-{:02}-{:02} {:02}:{:02}:{:02}",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+
+    /// `Mon 23 Nov 2026, 19:04`
+    fn long(&self) -> String {
+        format!(
+            "{} {} {} {}, {:02}:{:02}",
+            WEEKDAYS[self.weekday as usize % 7],
+            self.day,
+            MONTHS[(self.month as usize + 11) % 12],
+            self.year,
+            self.hour,
+            self.minute
+        )
+    }
+
+    /// `Mon 23 Nov, 19:04:05`
+    fn short(&self) -> String {
+        format!(
+            "{} {} {}, {:02}:{:02}:{:02}",
+            WEEKDAYS[self.weekday as usize % 7],
+            self.day,
+            MONTHS[(self.month as usize + 11) % 12],
+            self.hour,
+            self.minute,
+            self.second
+        )
+    }
+}
+
+/// Which clock the times are on: `UTC`, or `local time (UTC+01:00)`.
+fn zone_label(report: &Report) -> String {
+    if report.utc {
+        return "UTC".into();
+    }
+    let at = report.until.unwrap_or(UNIX_EPOCH);
+    let secs = unix_secs(at) as i64;
+    match local_civil(secs) {
+        Some(c) => {
+            let sign = if c.offset < 0 { '-' } else { '+' };
+            let off = c.offset.abs();
+            format!("local time (UTC{sign}{:02}:{:02})", off / 3600, off / 60 % 60)
+        }
+        None => "UTC".into(),
+    }
+}
+
+/// `24h`, `7d`, `90m`: the way `--since` is written.
+fn span(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => humantime::format_duration(d).to_string(),
+        _ if s % 86_400 == 0 && s >= 2 * 86_400 => format!("{}d", s / 86_400),
+        _ if s % HOUR == 0 => format!("{}h", s / HOUR),
+        _ if s % 60 == 0 => format!("{}m", s / 60),
+        _ => humantime::format_duration(d).to_string(),
+    }
+}
+
+fn period_line(report: &Report) -> String {
+    match (report.from, report.until) {
+        (Some(from), Some(until)) => {
+            let mut line = format!(
+                "{} – {}",
+                civil(from, report.utc).long(),
+                civil(until, report.utc).long()
+            );
+            if let Some(since) = report.since {
+                let _ = write!(line, " (last {})", span(since));
+            }
+            line
+        }
+        _ => match report.since {
+            Some(since) => format!("last {}", span(since)),
+            None => "the whole log".into(),
+        },
+    }
+}
+
+fn percent(part: u64, whole: u64) -> String {
+    let p = share(part, whole) * 100.0;
+    if part == 0 || part == whole {
+        format!("{p:.0}%")
+    } else {
+        format!("{p:.1}%")
+    }
+}
+
+/// `12,345`
+fn num(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", num(n), if n == 1 { one } else { many })
+}
+
+fn file_names(report: &Report) -> String {
+    report
+        .files
+        .iter()
+        .map(|f| {
+            f.file_name()
+                .map_or_else(|| f.display().to_string(), |n| n.to_string_lossy().into_owned())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+// ---------------------------------------------------------------------------
+// Text
+
+const TEXT_BAR: usize = 24;
+
+/// The report for a terminal: aligned columns, no colour.
+pub fn write_text(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    let mut s = String::new();
+    let _ = writeln!(s, "sinkd report: {}", period_line(report));
+    let _ = writeln!(s, "times in {}", zone_label(report));
+    if let Some(device) = &report.device_filter {
+        let _ = writeln!(s, "device: {device}");
+    }
+    let _ = writeln!(
+        s,
+        "{}, {}, {} blocked ({}), {}",
+        plural(report.devices.len() as u64, "device", "devices"),
+        plural(report.queries, "query", "queries"),
+        num(report.blocked),
+        percent(report.blocked, report.queries),
+        plural(report.bypass_attempts(), "bypass attempt", "bypass attempts"),
+    );
+    if report.devices.is_empty() {
+        s.push_str("\nNo queries in this period.\n");
+    }
+    for device in &report.devices {
+        s.push('\n');
+        text_device(report, device, &mut s);
+    }
+    s.push('\n');
+    let _ = write!(s, "read {}", file_names(report));
+    if report.malformed > 0 {
+        let _ = write!(
+            s,
+            "; skipped {} that {} not a query-log record",
+            plural(report.malformed, "line", "lines"),
+            if report.malformed == 1 { "was" } else { "were" }
+        );
+    }
+    s.push('\n');
+    out.write_all(s.as_bytes())
+}
+
+fn text_device(report: &Report, d: &DeviceReport, s: &mut String) {
+    let mut ids: Vec<&str> = Vec::new();
+    if d.named {
+        ids.extend(d.addresses.iter().map(String::as_str));
+    }
+    ids.extend(d.macs.iter().map(String::as_str));
+    s.push_str(&d.name);
+    if !d.named {
+        s.push_str(" (no device name)");
+    }
+    if !ids.is_empty() {
+        let _ = write!(s, "  {}", ids.join(", "));
+    }
+    s.push('\n');
+    let _ = writeln!(
+        s,
+        "  {}, {} blocked ({})",
+        plural(d.queries, "query", "queries"),
+        num(d.blocked),
+        percent(d.blocked, d.queries)
+    );
+    let _ = writeln!(
+        s,
+        "  first seen {}, last seen {}",
+        civil(d.first_seen, report.utc).stamp(),
+        civil(d.last_seen, report.utc).stamp()
+    );
+    if d.categories.is_empty() {
+        s.push_str("  nothing blocked\n");
+    }
+    // One column for the counts of categories and names alike.
+    let width = d
+        .categories
+        .iter()
+        .flat_map(|c| {
+            let names = c.endpoints.iter().take(TEXT_TOP);
+            std::iter::once(2 + c.category.label().chars().count())
+                .chain(names.map(|e| 4 + e.name.chars().count()))
+        })
+        .chain(d.bypass.iter().map(|b| 4 + b.name.chars().count()))
+        .max()
+        .unwrap_or(0)
+        .clamp(30, 60);
+    let count_width = d.blocked.to_string().len().max(5);
+    let most = d.categories.first().map_or(1, |c| c.queries.max(1));
+    if !d.categories.is_empty() {
+        let _ = writeln!(
+            s,
+            "  {:<w$}{:>cw$}",
+            "blocked by category",
+            "",
+            w = width - 2,
+            cw = count_width
+        );
+    }
+    for c in &d.categories {
+        let bar = (c.queries as usize * TEXT_BAR).div_ceil(most as usize);
+        let _ = writeln!(
+            s,
+            "{}{:>cw$}  {}",
+            padded(&format!("  {}", c.category.label()), width),
+            num(c.queries),
+            "█".repeat(bar),
+            cw = count_width
+        );
+        for e in c.endpoints.iter().take(TEXT_TOP) {
+            let _ = writeln!(
+                s,
+                "{}{:>cw$}",
+                padded(&format!("    {}", e.name), width),
+                num(e.queries),
+                cw = count_width
+            );
+        }
+        let rest = &c.endpoints[c.endpoints.len().min(TEXT_TOP)..];
+        if !rest.is_empty() {
+            let queries: u64 = rest.iter().map(|e| e.queries).sum();
+            let _ = writeln!(
+                s,
+                "    … {} more ({})",
+                plural(rest.len() as u64, "name", "names"),
+                plural(queries, "query", "queries")
+            );
+        }
+    }
+    if !d.bypass.is_empty() {
+        let _ = writeln!(
+            s,
+            "  ! {} to get around sinkd",
+            plural(d.bypass_attempts(), "bypass attempt", "bypass attempts")
+        );
+        for b in &d.bypass {
+            let _ = writeln!(
+                s,
+                "{}{:>cw$}  {}",
+                padded(&format!("    {}", b.name), width),
+                num(b.queries),
+                b.category.label(),
+                cw = count_width
+            );
+        }
+    }
+}
+
+/// `value` padded with spaces to `width` characters; a longer value is kept
+/// whole and followed by one space so columns never run together.
+fn padded(value: &str, width: usize) -> String {
+    let len = value.chars().count();
+    let mut out = value.to_owned();
+    out.extend(std::iter::repeat_n(' ', width.saturating_sub(len).max(1)));
+    out
+}
+
+// ---------------------------------------------------------------------------
+// HTML
+
+/// Text for HTML element content and attribute values alike.
+fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            // Controls have no business on the page and some are not
+            // allowed in HTML at all.
+            c if c.is_control() => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const CSS: &str = r#"
+:root{--bg:#f3f4f7;--card:#fff;--ink:#1d2330;--muted:#667085;--line:#e4e7ec;
+--allowed:#9db1c9;--blocked:#e03131;--warn:#b54708;--warnbg:#fff6e5;--warnline:#f5b544}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--ink);
+font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
+.wrap{max-width:1120px;margin:0 auto;padding:0 20px}
+header.top{background:#141a26;color:#f4f6fa;padding:28px 0 30px}
+header h1{margin:0;font-size:26px;letter-spacing:-.01em}
+header h1 span{color:#ff8a65}
+.period{margin:4px 0 18px;color:#b8c0cf}
+.tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:12px}
+.tile{background:#1f2735;border-radius:12px;padding:12px 16px}
+.tile b{display:block;font-size:28px;line-height:1.15;font-variant-numeric:tabular-nums}
+.tile span{color:#b8c0cf;font-size:13px}
+.tile.bad b{color:#ff6b6b}.tile.warn b{color:#ffc078}
+.overview{display:grid;grid-template-columns:minmax(0,1.15fr) minmax(0,1fr);gap:16px;margin-top:16px}
+.panel{background:#1f2735;border-radius:12px;padding:14px 16px}
+.panel h2{margin:0 0 8px;font-size:13px;font-weight:600;color:#b8c0cf;text-transform:uppercase;letter-spacing:.06em}
+.panel svg text{fill:#b8c0cf}
+.glance{list-style:none;margin:0;padding:0}
+.glance li{display:grid;grid-template-columns:minmax(0,1fr) auto;gap:2px 10px;padding:5px 0}
+.glance .who{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.glance .pct{color:#b8c0cf;font-size:13px;font-variant-numeric:tabular-nums}
+.glance .bar{grid-column:1/3;height:8px;border-radius:4px;background:#3a4558;overflow:hidden}
+.glance .bar i{display:block;height:100%;background:#ff6b6b;border-radius:4px}
+main{padding:24px 0 8px}
+.card{background:var(--card);border-radius:16px;box-shadow:0 1px 2px rgba(16,24,40,.06),0 4px 14px rgba(16,24,40,.05);
+padding:22px 24px;margin:0 0 22px}
+.card-head{display:flex;align-items:center;gap:16px}
+.card-head svg{flex:none}
+.card h2{margin:0;font-size:21px;overflow-wrap:anywhere}
+.ids{margin:2px 0 0;color:var(--muted);font-size:13px;overflow-wrap:anywhere}
+.stats{display:grid;grid-template-columns:repeat(auto-fit,minmax(140px,1fr));gap:10px;margin:18px 0 0}
+.stats div{background:#f7f8fa;border-radius:10px;padding:8px 12px}
+.stats dt{font-size:12px;color:var(--muted);text-transform:uppercase;letter-spacing:.05em}
+.stats dd{margin:0;font-weight:600;font-variant-numeric:tabular-nums}
+.bypass{margin:16px 0 0;border:1px solid var(--warnline);background:var(--warnbg);border-radius:12px;padding:12px 16px}
+.bypass-head{display:flex;gap:10px;align-items:baseline;flex-wrap:wrap}
+.bypass-head strong{color:var(--warn);font-size:16px}
+.bypass-head span{color:#7a4a12;font-size:13px}
+.bang{display:inline-grid;place-items:center;width:22px;height:22px;border-radius:50%;background:var(--warn);color:#fff;font-weight:700;font-size:14px;flex:none;align-self:center}
+.bypass ul{list-style:none;margin:8px 0 0;padding:0;display:flex;flex-wrap:wrap;gap:6px}
+.bypass li{background:#fff;border:1px solid #f4d19b;border-radius:999px;padding:3px 10px;font-size:13px}
+.bypass li code{font:13px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow-wrap:anywhere}
+.bypass li b{margin-left:6px;color:var(--warn)}
+.bypass li em{font-style:normal;color:var(--muted);margin-left:6px}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:18px;margin:20px 0 0}
+figure{margin:0}
+figcaption,h3{font-size:13px;font-weight:600;color:var(--muted);text-transform:uppercase;letter-spacing:.06em;margin:0 0 8px}
+svg{display:block;width:100%;height:auto}
+svg text{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;fill:#475467}
+.legend{display:flex;gap:14px;font-size:12px;color:var(--muted);margin-top:4px}
+.legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px;vertical-align:-1px}
+.none{color:var(--muted);margin:8px 0}
+h3{margin-top:22px}
+.endpoints{display:grid;grid-template-columns:repeat(auto-fill,minmax(280px,1fr));gap:12px}
+.cat{border:1px solid var(--line);border-top:4px solid var(--c);border-radius:10px;padding:10px 12px}
+.cat h4{margin:0 0 6px;font-size:14px;display:flex;justify-content:space-between;gap:8px}
+.cat h4 span{color:var(--muted);font-weight:500;font-variant-numeric:tabular-nums}
+.cat ol{list-style:none;margin:0;padding:0}
+.cat li{position:relative;display:flex;justify-content:space-between;gap:10px;padding:3px 6px;font-size:13px;border-radius:5px;overflow:hidden}
+.cat li::before{content:"";position:absolute;inset:0 auto 0 0;width:var(--w);background:var(--c);opacity:.13}
+.cat li code{position:relative;font:12.5px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow-wrap:anywhere}
+.cat li b{position:relative;font-weight:600;font-variant-numeric:tabular-nums}
+.cat .more{color:var(--muted);font-size:12px;padding:4px 6px 0}
+footer{color:var(--muted);font-size:13px;padding:4px 0 30px}
+@media (max-width:760px){
+.overview{grid-template-columns:1fr}
+}
+@media (max-width:520px){
+body{font-size:14px}
+.wrap{padding:0 12px}
+header.top{padding:20px 0 22px}
+.tile b{font-size:23px}
+.tiles{grid-template-columns:1fr 1fr;gap:8px}
+.card{padding:16px 14px;border-radius:14px}
+.card h2{font-size:18px}
+.stats{grid-template-columns:1fr 1fr}
+.charts{grid-template-columns:1fr}
+.endpoints{grid-template-columns:1fr}
+}
+"#;
+
+/// The report as one HTML page: inline CSS and SVG, nothing fetched, no
+/// script, readable on a laptop and a phone.
+pub fn write_html(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    let mut h = String::with_capacity(64 << 10);
+    let period = period_line(report);
+    h.push_str("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
+    h.push_str("<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\n");
+    // The page may hold names an attacker chose; even if escaping ever
+    // failed, the browser would neither run nor fetch anything.
+    h.push_str(
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n",
+    );
+    let _ = writeln!(h, "<title>sinkd report · {}</title>", esc(&period));
+    let _ = writeln!(h, "<style>{CSS}</style>\n</head>\n<body>");
+
+    h.push_str("<header class=\"top\"><div class=\"wrap\">\n");
+    h.push_str("<h1><span>sinkd</span> report</h1>\n");
+    let _ = write!(
+        h,
+        "<p class=\"period\">{} · times in {}",
+        esc(&period),
+        esc(&zone_label(report))
+    );
+    if let Some(device) = &report.device_filter {
+        let _ = write!(h, " · device {}", esc(device));
+    }
+    h.push_str("</p>\n<div class=\"tiles\">\n");
+    let tile = |h: &mut String, class: &str, big: String, small: String| {
+        let _ = writeln!(
+            h,
+            "<div class=\"tile {class}\"><b>{}</b><span>{}</span></div>",
+            esc(&big),
+            esc(&small)
+        );
+    };
+    let devices = report.devices.len() as u64;
+    tile(&mut h, "", num(devices), word(devices, "device", "devices"));
+    tile(&mut h, "", num(report.queries), word(report.queries, "query", "queries"));
+    tile(
+        &mut h,
+        "bad",
+        percent(report.blocked, report.queries),
+        format!("{} blocked", num(report.blocked)),
+    );
+    let bypass = report.bypass_attempts();
+    tile(
+        &mut h,
+        if bypass > 0 { "warn" } else { "" },
+        num(bypass),
+        word(bypass, "bypass attempt", "bypass attempts"),
+    );
+    h.push_str("</div>\n");
+    if !report.devices.is_empty() {
+        h.push_str("<div class=\"overview\">\n<section class=\"panel\"><h2>Queries over time, all devices</h2>\n");
+        timeline_svg(report, &report.timeline, true, &mut h);
+        h.push_str("</section>\n<section class=\"panel\"><h2>Blocked share by device</h2>\n<ul class=\"glance\">\n");
+        for d in &report.devices {
+            let _ = writeln!(
+                h,
+                "<li><span class=\"who\">{}</span><span class=\"pct\">{} of {}</span><span class=\"bar\"><i style=\"width:{:.1}%\"></i></span></li>",
+                esc(&d.name),
+                percent(d.blocked, d.queries),
+                num(d.queries),
+                d.blocked_share() * 100.0
+            );
+        }
+        h.push_str("</ul>\n</section>\n</div>\n");
+    }
+    h.push_str("</div></header>\n<main class=\"wrap\">\n");
+    if report.devices.is_empty() {
+        h.push_str("<p class=\"none\">No queries in this period.</p>\n");
+    }
+    for d in &report.devices {
+        html_device(report, d, &mut h);
+    }
+    h.push_str("</main>\n<footer class=\"wrap\">");
+    let _ = write!(h, "Read {}.", esc(&file_names(report)));
+    if report.malformed > 0 {
+        let _ = write!(
+            h,
+            " Skipped {} that {} not a query-log record.",
+            plural(report.malformed, "line", "lines"),
+            if report.malformed == 1 { "was" } else { "were" }
+        );
+    }
+    h.push_str("</footer>\n</body>\n</html>\n");
+    out.write_all(h.as_bytes())
+}
+
+fn word(n: u64, one: &str, many: &str) -> String {
+    if n == 1 { one } else { many }.to_owned()
+}
+
+fn html_device(report: &Report, d: &DeviceReport, h: &mut String) {
+    h.push_str("<section class=\"card\">\n<div class=\"card-head\">");
+    ring_svg(d, h);
+    let _ = write!(h, "<div><h2>{}</h2><p class=\"ids\">", esc(&d.name));
+    let mut ids: Vec<String> = Vec::new();
+    if d.named {
+        ids.extend(d.addresses.iter().map(|a| esc(a)));
+    } else {
+        ids.push("no device name, IP only".into());
+    }
+    ids.extend(d.macs.iter().map(|m| esc(m)));
+    h.push_str(&ids.join(" · "));
+    h.push_str("</p></div></div>\n<dl class=\"stats\">");
+    let stat = |h: &mut String, label: &str, value: String| {
+        let _ = write!(h, "<div><dt>{label}</dt><dd>{}</dd></div>", esc(&value));
+    };
+    stat(h, "Queries", num(d.queries));
+    stat(
+        h,
+        "Blocked",
+        format!("{} · {}", num(d.blocked), percent(d.blocked, d.queries)),
+    );
+    stat(h, "First seen", civil(d.first_seen, report.utc).short());
+    stat(h, "Last seen", civil(d.last_seen, report.utc).short());
+    h.push_str("</dl>\n");
+
+    if !d.bypass.is_empty() {
+        let _ = write!(
+            h,
+            "<div class=\"bypass\"><div class=\"bypass-head\"><span class=\"bang\">!</span><strong>{}</strong><span>tried to resolve names through other resolvers or probed for them; sinkd answered, so the device stays here</span></div>\n<ul>",
+            esc(&plural(d.bypass_attempts(), "bypass attempt", "bypass attempts"))
+        );
+        for b in d.bypass.iter().take(HTML_BYPASS_TOP) {
+            let _ = write!(
+                h,
+                "<li><code>{}</code><b>{}</b><em>{}</em></li>",
+                esc(&b.name),
+                num(b.queries),
+                esc(short_label(&b.category))
+            );
+        }
+        let rest = d.bypass.len().saturating_sub(HTML_BYPASS_TOP);
+        if rest > 0 {
+            let _ = write!(h, "<li>… {}</li>", plural(rest as u64, "more", "more"));
+        }
+        h.push_str("</ul></div>\n");
+    }
+
+    h.push_str("<div class=\"charts\">\n<figure><figcaption>Blocked by category</figcaption>\n");
+    if d.categories.is_empty() {
+        h.push_str("<p class=\"none\">Nothing blocked.</p>\n");
+    } else {
+        categories_svg(d, h);
+    }
+    h.push_str("</figure>\n<figure><figcaption>Queries over time</figcaption>\n");
+    timeline_svg(report, &d.timeline, false, h);
+    h.push_str("</figure>\n</div>\n");
+
+    if !d.categories.is_empty() {
+        h.push_str("<h3>Top endpoints</h3>\n<div class=\"endpoints\">\n");
+        for c in &d.categories {
+            let most = c.endpoints.first().map_or(1, |e| e.queries.max(1));
+            let _ = write!(
+                h,
+                "<div class=\"cat\" style=\"--c:{}\"><h4>{}<span>{}</span></h4><ol>",
+                c.category.colour(),
+                esc(c.category.label()),
+                num(c.queries)
+            );
+            for e in c.endpoints.iter().take(HTML_TOP) {
+                let _ = write!(
+                    h,
+                    "<li style=\"--w:{:.1}%\"><code>{}</code><b>{}</b></li>",
+                    e.queries as f64 * 100.0 / most as f64,
+                    esc(&e.name),
+                    num(e.queries)
+                );
+            }
+            h.push_str("</ol>");
+            let rest = &c.endpoints[c.endpoints.len().min(HTML_TOP)..];
+            if !rest.is_empty() {
+                let queries: u64 = rest.iter().map(|e| e.queries).sum();
+                let _ = write!(
+                    h,
+                    "<div class=\"more\">… {} more ({})</div>",
+                    plural(rest.len() as u64, "name", "names"),
+                    plural(queries, "query", "queries")
+                );
+            }
+            h.push_str("</div>\n");
+        }
+        h.push_str("</div>\n");
+    }
+    h.push_str("</section>\n");
+}
+
+/// The label without its parenthesis, for the small tags in the bypass box.
+fn short_label(category: &Category) -> &str {
+    let label = category.label();
+    label.split(" (").next().unwrap_or(label)
+}
+
+/// A ring with the share blocked in its middle.
+fn ring_svg(d: &DeviceReport, h: &mut String) {
+    let r = 27.0;
+    let circumference = 2.0 * std::f64::consts::PI * r;
+    let arc = circumference * d.blocked_share();
+    let pct = (d.blocked_share() * 100.0).round();
+    let _ = write!(
+        h,
+        "<svg width=\"68\" height=\"68\" viewBox=\"0 0 68 68\" role=\"img\" aria-label=\"{pct:.0}% blocked\" style=\"width:68px\">\
+<circle cx=\"34\" cy=\"34\" r=\"{r}\" fill=\"none\" stroke=\"#e9edf2\" stroke-width=\"8\"/>\
+<circle cx=\"34\" cy=\"34\" r=\"{r}\" fill=\"none\" stroke=\"#e03131\" stroke-width=\"8\" stroke-linecap=\"{cap}\" \
+stroke-dasharray=\"{arc:.2} {circumference:.2}\" transform=\"rotate(-90 34 34)\"/>\
+<text x=\"34\" y=\"33\" text-anchor=\"middle\" font-size=\"15\" font-weight=\"700\" style=\"fill:#1d2330\">{pct:.0}%</text>\
+<text x=\"34\" y=\"46\" text-anchor=\"middle\" font-size=\"9\">blocked</text></svg>",
+        cap = if arc > 0.0 { "round" } else { "butt" },
+    );
+}
+
+/// Horizontal bars, one a category: its label and count above, the bar below.
+fn categories_svg(d: &DeviceReport, h: &mut String) {
+    const W: f64 = 420.0;
+    const ROW: f64 = 38.0;
+    let most = d.categories.first().map_or(1, |c| c.queries.max(1)) as f64;
+    let height = ROW * d.categories.len() as f64;
+    let _ = write!(
+        h,
+        "<svg viewBox=\"0 0 {W} {height}\" role=\"img\" aria-label=\"blocked queries by category\">"
+    );
+    for (i, c) in d.categories.iter().enumerate() {
+        let y = i as f64 * ROW;
+        let w = (c.queries as f64 / most * W).max(4.0);
+        let label = esc(c.category.label());
+        let _ = write!(
+            h,
+            "<g><title>{label}: {}</title>\
+<text x=\"0\" y=\"{:.1}\" font-size=\"13\" style=\"fill:#1d2330\">{label}</text>\
+<text x=\"{W}\" y=\"{:.1}\" font-size=\"13\" font-weight=\"600\" text-anchor=\"end\">{}</text>\
+<rect x=\"0\" y=\"{:.1}\" width=\"{W}\" height=\"11\" rx=\"5.5\" fill=\"#eef1f5\"/>\
+<rect x=\"0\" y=\"{:.1}\" width=\"{w:.1}\" height=\"11\" rx=\"5.5\" fill=\"{}\"/></g>",
+            esc(&plural(c.queries, "query", "queries")),
+            y + 14.0,
+            y + 14.0,
+            num(c.queries),
+            y + 20.0,
+            y + 20.0,
+            c.category.colour()
+        );
+    }
+    h.push_str("</svg>\n");
+}
+
+/// Stacked bars per bucket, allowed below and blocked on top, with hour
+/// ticks in the report's zone.
+fn timeline_svg(report: &Report, t: &Timeline, dark: bool, h: &mut String) {
+    const W: f64 = 420.0;
+    const H: f64 = 150.0;
+    const LEFT: f64 = 30.0;
+    const TOP: f64 = 8.0;
+    const BOTTOM: f64 = 124.0;
+    let n = t.buckets.len().max(1);
+    let most = t
+        .buckets
+        .iter()
+        .map(|b| b.allowed + b.blocked)
+        .max()
+        .unwrap_or(0);
+    let scale = nice_ceiling(most.max(1));
+    let slot = (W - LEFT) / n as f64;
+    let bar = (slot * 0.74).max(1.0);
+    let y = |v: u64| BOTTOM - (BOTTOM - TOP) * v as f64 / scale as f64;
+    let (grid, allowed) = if dark {
+        ("#3a4558", "#7d8fa8")
+    } else {
+        ("#e4e7ec", "#9db1c9")
+    };
+    let _ = write!(
+        h,
+        "<svg viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"allowed and blocked queries over time\">"
+    );
+    for v in [0, scale / 2, scale] {
+        let gy = y(v);
+        let _ = write!(
+            h,
+            "<line x1=\"{LEFT}\" x2=\"{W}\" y1=\"{gy:.1}\" y2=\"{gy:.1}\" stroke=\"{grid}\" stroke-width=\"1\"/>\
+<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">{}</text>",
+            LEFT - 5.0,
+            gy + 3.5,
+            num(v)
+        );
+    }
+    for (i, b) in t.buckets.iter().enumerate() {
+        let x = LEFT + i as f64 * slot + (slot - bar) / 2.0;
+        let start = t.start + t.step * i as u32;
+        let c = civil(start, report.utc);
+        let end = civil(start + t.step, report.utc);
+        let _ = write!(
+            h,
+            "<g><title>{} {:02}:{:02}–{:02}:{:02}: {} allowed, {} blocked</title>",
+            esc(&format!("{} {}", WEEKDAYS[c.weekday as usize % 7], c.day)),
+            c.hour,
+            c.minute,
+            end.hour,
+            end.minute,
+            num(b.allowed),
+            num(b.blocked)
+        );
+        let ya = y(b.allowed);
+        let yb = y(b.allowed + b.blocked);
+        if b.allowed > 0 {
+            let _ = write!(
+                h,
+                "<rect x=\"{x:.2}\" y=\"{ya:.2}\" width=\"{bar:.2}\" height=\"{:.2}\" fill=\"{allowed}\"/>",
+                BOTTOM - ya
+            );
+        }
+        if b.blocked > 0 {
+            let _ = write!(
+                h,
+                "<rect x=\"{x:.2}\" y=\"{yb:.2}\" width=\"{bar:.2}\" height=\"{:.2}\" fill=\"#e03131\"/>",
+                ya - yb
+            );
+        }
+        h.push_str("</g>");
+    }
+    for (i, label) in ticks(report, t) {
+        let x = LEFT + i as f64 * slot;
+        let anchor = match i {
+            0 => "start",
+            _ if i == n => "end",
+            _ => "middle",
+        };
+        let _ = write!(
+            h,
+            "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{BOTTOM}\" y2=\"{:.1}\" stroke=\"{grid}\"/>\
+<text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"{anchor}\">{}</text>",
+            BOTTOM + 4.0,
+            BOTTOM + 16.0,
+            esc(&label)
+        );
+    }
+    h.push_str("</svg>\n");
+    let _ = writeln!(
+        h,
+        "<div class=\"legend\"><span><i style=\"background:{allowed}\"></i>allowed</span><span><i style=\"background:#e03131\"></i>blocked</span><span>{} per bar</span></div>",
+        span(t.step)
+    );
+}
+
+/// Bucket edges to label and their labels: about six, on round hours of
+/// the report's clock (`00:00` shown as the day), else evenly spaced.
+fn ticks(report: &Report, t: &Timeline) -> Vec<(usize, String)> {
+    let n = t.buckets.len();
+    let step_hours = (t.step.as_secs() / HOUR).max(1);
+    let hours = step_hours * n as u64;
+    let edge = |i: usize| civil(t.start + t.step * i as u32, report.utc);
+    let label = |c: Civil| {
+        if c.hour == 0 && c.minute == 0 {
+            format!("{} {}", WEEKDAYS[c.weekday as usize % 7], c.day)
+        } else {
+            format!("{:02}:{:02}", c.hour, c.minute)
+        }
+    };
+    let every = [1, 2, 3, 4, 6, 8, 12, 24]
+        .into_iter()
+        .find(|h| h % step_hours == 0 && hours / h <= 6);
+    if let Some(every) = every {
+        let round: Vec<(usize, String)> = (0..=n)
+            .map(|i| (i, edge(i)))
+            .filter(|(_, c)| c.minute == 0 && u64::from(c.hour) % every == 0)
+            .map(|(i, c)| (i, label(c)))
+            .collect();
+        if round.len() >= 2 {
+            return round;
+        }
+    }
+    // Days, or a zone whose hours are not round in UTC: evenly spaced.
+    let spacing = n.div_ceil(6).max(1);
+    (0..=n).step_by(spacing).map(|i| (i, label(edge(i)))).collect()
+}
+
+/// The smallest 1, 2 or 5 × 10ⁿ at least `v`, so the axis reads evenly.
+fn nice_ceiling(v: u64) -> u64 {
+    let mut magnitude = 1u64;
+    loop {
+        for m in [1, 2, 5] {
+            if m * magnitude >= v {
+                return m * magnitude;
+            }
+        }
+        magnitude *= 10;
+    }
+}

@@ -146,3 +146,45 @@ async fn sigterm_answers_what_is_in_flight_writes_the_log_and_exits_0() {
     assert_eq!(log.len(), 1, "its log line was written before exit");
     assert_eq!(log[0]["name"], "slow.example");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flooding_client_is_limited_while_others_keep_getting_answers() {
+    let upstream = Upstream::start(zone).await;
+    let sinkd = Sinkd::start(&config_for(&[upstream.addr], "").replace(
+        "[server]\n",
+        "[server]\nrate_limit = 50\nrate_limit_burst = 50\n",
+    ));
+    // The flood: 400 queries from 127.0.0.2 as fast as the socket goes.
+    let flood = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let bytes = query("loop.example.", RecordType::A, None)
+        .to_vec()
+        .unwrap();
+    for _ in 0..400 {
+        flood.send_to(&bytes, sinkd.addr).await.unwrap();
+    }
+    // Meanwhile a well-behaved device on 127.0.0.3 is answered every time.
+    for i in 0..10 {
+        let q = query(
+            &format!("ok{i}.example."),
+            RecordType::A,
+            Some((1232, false)),
+        );
+        let r = ask_udp_from(sinkd.addr, "127.0.0.3", &q).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    }
+    let mut answered = 0;
+    let mut buf = vec![0u8; 4096];
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(Duration::from_millis(300), flood.recv_from(&mut buf)).await
+    {
+        answered += 1;
+    }
+    assert!(
+        (50..=80).contains(&answered),
+        "the flood got {answered} of 400 answers"
+    );
+    let log = sinkd.querylog();
+    let flooded = log.iter().filter(|l| l["client"] == "127.0.0.2").count();
+    assert!(flooded <= 80, "the excess is not logged: {flooded} lines");
+    assert!(sinkd.log().contains("over its rate limit"), "warned about");
+}
