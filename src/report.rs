@@ -814,7 +814,7 @@ impl Civil {
     }
 }
 
-/// Which clock the times are on: `UTC`, or `local time (UTC+01:00)`.
+/// Which clock the times are on: `UTC`, or `local time, UTC+01:00`.
 fn zone_label(report: &Report) -> String {
     if report.utc {
         return "UTC".into();
@@ -825,7 +825,7 @@ fn zone_label(report: &Report) -> String {
         Some(c) => {
             let sign = if c.offset < 0 { '-' } else { '+' };
             let off = c.offset.abs();
-            format!("local time (UTC{sign}{:02}:{:02})", off / 3600, off / 60 % 60)
+            format!("local time, UTC{sign}{:02}:{:02}", off / 3600, off / 60 % 60)
         }
         None => "UTC".into(),
     }
@@ -910,7 +910,7 @@ const TEXT_BAR: usize = 24;
 pub fn write_text(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     let mut s = String::new();
     let _ = writeln!(s, "sinkd report: {}", period_line(report));
-    let _ = writeln!(s, "times in {}", zone_label(report));
+    let _ = writeln!(s, "times: {}", zone_label(report));
     if let Some(device) = &report.device_filter {
         let _ = writeln!(s, "device: {device}");
     }
@@ -975,7 +975,7 @@ fn text_device(report: &Report, d: &DeviceReport, s: &mut String) {
         s.push_str("  nothing blocked\n");
     }
     // One column for the counts of categories and names alike.
-    let width = d
+    let width = 2 + d
         .categories
         .iter()
         .flat_map(|c| {
@@ -986,18 +986,11 @@ fn text_device(report: &Report, d: &DeviceReport, s: &mut String) {
         .chain(d.bypass.iter().map(|b| 4 + b.name.chars().count()))
         .max()
         .unwrap_or(0)
-        .clamp(30, 60);
+        .clamp(28, 60);
     let count_width = d.blocked.to_string().len().max(5);
     let most = d.categories.first().map_or(1, |c| c.queries.max(1));
     if !d.categories.is_empty() {
-        let _ = writeln!(
-            s,
-            "  {:<w$}{:>cw$}",
-            "blocked by category",
-            "",
-            w = width - 2,
-            cw = count_width
-        );
+        s.push_str("  blocked by category:\n");
     }
     for c in &d.categories {
         let bar = (c.queries as usize * TEXT_BAR).div_ceil(most as usize);
@@ -1021,12 +1014,7 @@ fn text_device(report: &Report, d: &DeviceReport, s: &mut String) {
         let rest = &c.endpoints[c.endpoints.len().min(TEXT_TOP)..];
         if !rest.is_empty() {
             let queries: u64 = rest.iter().map(|e| e.queries).sum();
-            let _ = writeln!(
-                s,
-                "    … {} more ({})",
-                plural(rest.len() as u64, "name", "names"),
-                plural(queries, "query", "queries")
-            );
+            let _ = writeln!(s, "    … {}", more_names(rest.len(), queries));
         }
     }
     if !d.bypass.is_empty() {
@@ -1046,6 +1034,16 @@ fn text_device(report: &Report, d: &DeviceReport, s: &mut String) {
             );
         }
     }
+}
+
+/// `3 more names (7 queries)`
+fn more_names(names: usize, queries: u64) -> String {
+    format!(
+        "{} more {} ({})",
+        num(names as u64),
+        word(names as u64, "name", "names"),
+        plural(queries, "query", "queries")
+    )
 }
 
 /// `value` padded with spaces to `width` characters; a longer value is kept
@@ -1182,7 +1180,7 @@ pub fn write_html(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     h.push_str("<h1><span>sinkd</span> report</h1>\n");
     let _ = write!(
         h,
-        "<p class=\"period\">{} · times in {}",
+        "<p class=\"period\">{} · {}",
         esc(&period),
         esc(&zone_label(report))
     );
@@ -1338,12 +1336,7 @@ fn html_device(report: &Report, d: &DeviceReport, h: &mut String) {
             let rest = &c.endpoints[c.endpoints.len().min(HTML_TOP)..];
             if !rest.is_empty() {
                 let queries: u64 = rest.iter().map(|e| e.queries).sum();
-                let _ = write!(
-                    h,
-                    "<div class=\"more\">… {} more ({})</div>",
-                    plural(rest.len() as u64, "name", "names"),
-                    plural(queries, "query", "queries")
-                );
+                let _ = write!(h, "<div class=\"more\">… {}</div>", more_names(rest.len(), queries));
             }
             h.push_str("</div>\n");
         }

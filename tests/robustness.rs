@@ -188,3 +188,30 @@ async fn a_flooding_client_is_limited_while_others_keep_getting_answers() {
     assert!(flooded <= 80, "the excess is not logged: {flooded} lines");
     assert!(sinkd.log().contains("over its rate limit"), "warned about");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queries_keep_flowing_when_the_query_log_cannot_be_written() {
+    let upstream = Upstream::start(zone).await;
+    let sinkd = Sinkd::start(&config_for(
+        &[upstream.addr],
+        "[querylog]\npath = \"logs/querylog.jsonl\"\n",
+    ));
+    let r = ask(sinkd.addr, "before.example.", RecordType::A).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    // The disk goes away under the log.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::remove_dir_all(sinkd.path("logs")).unwrap();
+    for i in 0..20 {
+        let r = ask(sinkd.addr, &format!("during{i}.example."), RecordType::A).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError, "query {i}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !sinkd.log().contains("dropped") {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped lines are counted and said: {}",
+            sinkd.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
