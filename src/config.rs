@@ -270,6 +270,13 @@ pub struct ServerConfig {
     /// What a client over its limit gets: nothing ("drop") or REFUSED.
     #[serde(default)]
     pub rate_limit_action: OverLimit,
+    /// Queries waiting for an upstream at most; past it the oldest is given up.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: Positive,
+}
+
+fn default_max_in_flight() -> Positive {
+    Positive(4096)
 }
 
 fn default_rate_limit() -> u32 {
@@ -291,6 +298,7 @@ impl Default for ServerConfig {
             rate_limit: default_rate_limit(),
             rate_limit_burst: None,
             rate_limit_action: OverLimit::Drop,
+            max_in_flight: default_max_in_flight(),
             listen: default_listen(),
             allow: default_allow(),
             threads: 0,

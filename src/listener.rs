@@ -19,6 +19,8 @@ use crate::pipeline::{Pipeline, Proto, Step};
 pub const TCP_IDLE: Duration = Duration::from_secs(10);
 /// Open TCP connections at most; more are closed at once.
 pub const TCP_MAX_CONNECTIONS: usize = 512;
+/// Open TCP connections one client may hold.
+pub const TCP_MAX_PER_CLIENT: usize = 32;
 /// Answers waiting to be written on one TCP connection.
 const TCP_WRITE_QUEUE: usize = 64;
 /// Room for bursts: the kernel default (~208 KB) overflows at a few hundred
@@ -186,19 +188,57 @@ async fn serve_udp(socket: Arc<UdpSocket>, pipeline: Arc<Pipeline>) {
             }
             Step::Drop => {}
             Step::Forward(pending) => {
-                let (socket, pipeline) = (socket.clone(), pipeline.clone());
-                tokio::spawn(async move {
-                    let answer = pipeline.answer_upstream(pending).await;
+                let (socket, upstream_pipeline) = (socket.clone(), pipeline.clone());
+                let task = tokio::spawn(async move {
+                    let answer = upstream_pipeline.answer_upstream(pending).await;
                     if let Err(e) = socket.send_to(&answer, src).await {
                         debug!(%src, error = %e, "udp send");
                     }
                 });
+                pipeline.admit_upstream_task(task.abort_handle());
+            }
+        }
+    }
+}
+
+/// Counts one client's open TCP connections while it lives.
+struct ClientSlot {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    client: std::net::IpAddr,
+}
+
+impl ClientSlot {
+    fn take(
+        counts: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        client: std::net::IpAddr,
+    ) -> Option<ClientSlot> {
+        let mut map = counts.lock().unwrap();
+        let open = map.entry(client).or_default();
+        if *open >= TCP_MAX_PER_CLIENT {
+            return None;
+        }
+        *open += 1;
+        Some(ClientSlot {
+            counts: counts.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap();
+        if let Some(open) = map.get_mut(&self.client) {
+            *open -= 1;
+            if *open == 0 {
+                map.remove(&self.client);
             }
         }
     }
 }
 
 async fn serve_tcp(listener: TcpListener, pipeline: Arc<Pipeline>, slots: Arc<Semaphore>) {
+    let per_client = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
     loop {
         let (stream, src) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -213,9 +253,13 @@ async fn serve_tcp(listener: TcpListener, pipeline: Arc<Pipeline>, slots: Arc<Se
             debug!(%src, "tcp connection limit reached, closing");
             continue;
         };
+        let Some(client_slot) = ClientSlot::take(&per_client, src.ip()) else {
+            debug!(%src, "this client holds too many tcp connections, closing");
+            continue;
+        };
         let pipeline = pipeline.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, client_slot);
             if let Err(e) = serve_tcp_connection(stream, src, pipeline).await {
                 debug!(%src, error = %e, "tcp connection");
             }
@@ -270,11 +314,12 @@ async fn serve_tcp_connection(
             }
             Step::Drop => {}
             Step::Forward(pending) => {
-                let (answers, pipeline) = (answers.clone(), pipeline.clone());
-                tokio::spawn(async move {
-                    let answer = pipeline.answer_upstream(pending).await;
+                let (answers, upstream_pipeline) = (answers.clone(), pipeline.clone());
+                let task = tokio::spawn(async move {
+                    let answer = upstream_pipeline.answer_upstream(pending).await;
                     let _ = answers.send(answer).await;
                 });
+                pipeline.admit_upstream_task(task.abort_handle());
             }
         }
     }

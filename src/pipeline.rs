@@ -120,6 +120,11 @@ pub struct Pipeline {
     querylog: Option<QueryLog>,
     /// Queries waiting for an upstream: shutdown waits for them.
     in_flight: std::sync::atomic::AtomicUsize,
+    /// Their tasks, oldest first: when there are too many, the oldest is
+    /// given up on, as the best forwarders do, so a dead upstream cannot pile
+    /// up work without bound.
+    upstream_tasks: std::sync::Mutex<std::collections::VecDeque<tokio::task::AbortHandle>>,
+    max_in_flight: usize,
 }
 
 /// Counts a query in flight for as long as it lives.
@@ -184,6 +189,8 @@ impl Pipeline {
             forwards,
             querylog: None,
             in_flight: Default::default(),
+            upstream_tasks: Default::default(),
+            max_in_flight: server.max_in_flight.0 as usize,
         })
     }
 
@@ -220,6 +227,25 @@ impl Pipeline {
 
     pub fn querylog(&self) -> Option<&QueryLog> {
         self.querylog.as_ref()
+    }
+
+    /// Keeps the number of upstream tasks bounded: past `server.max_in_flight` the
+    /// oldest still waiting is given up on (its client retries).
+    pub fn admit_upstream_task(&self, task: tokio::task::AbortHandle) {
+        let mut tasks = self.upstream_tasks.lock().unwrap();
+        while tasks.front().is_some_and(|t| t.is_finished()) {
+            tasks.pop_front();
+        }
+        if tasks.len() >= self.max_in_flight {
+            tasks.retain(|t| !t.is_finished());
+            if tasks.len() >= self.max_in_flight
+                && let Some(oldest) = tasks.pop_front()
+            {
+                oldest.abort();
+                metrics::counter!("sinkd_given_up_total").increment(1);
+            }
+        }
+        tasks.push_back(task);
     }
 
     /// Queries still waiting for an upstream.

@@ -1117,8 +1117,8 @@ padding:22px 24px;margin:0 0 22px}
 .bypass{margin:16px 0 0;border:1px solid var(--warnline);background:var(--warnbg);border-radius:12px;padding:12px 16px}
 .bypass-head{display:flex;gap:10px;align-items:baseline;flex-wrap:wrap}
 .bypass-head strong{color:var(--warn);font-size:16px}
-.bypass-head span{color:#7a4a12;font-size:13px}
-.bang{display:inline-grid;place-items:center;width:22px;height:22px;border-radius:50%;background:var(--warn);color:#fff;font-weight:700;font-size:14px;flex:none;align-self:center}
+.bypass-head .why{color:#7a4a12;font-size:13px}
+.bang{font-style:normal;display:inline-grid;place-items:center;width:22px;height:22px;border-radius:50%;background:var(--warn);color:#fff;font-weight:700;font-size:14px;flex:none;align-self:center}
 .bypass ul{list-style:none;margin:8px 0 0;padding:0;display:flex;flex-wrap:wrap;gap:6px}
 .bypass li{background:#fff;border:1px solid #f4d19b;border-radius:999px;padding:3px 10px;font-size:13px}
 .bypass li code{font:13px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow-wrap:anywhere}
@@ -1283,7 +1283,7 @@ fn html_device(report: &Report, d: &DeviceReport, h: &mut String) {
     if !d.bypass.is_empty() {
         let _ = write!(
             h,
-            "<div class=\"bypass\"><div class=\"bypass-head\"><span class=\"bang\">!</span><strong>{}</strong><span>tried to resolve names through other resolvers or probed for them; sinkd answered, so the device stays here</span></div>\n<ul>",
+            "<div class=\"bypass\"><div class=\"bypass-head\"><i class=\"bang\">!</i><strong>{}</strong><span class=\"why\">tried to resolve names through other resolvers or probed for them; sinkd answered, so the device stays here</span></div>\n<ul>",
             esc(&plural(d.bypass_attempts(), "bypass attempt", "bypass attempts"))
         );
         for b in d.bypass.iter().take(HTML_BYPASS_TOP) {
@@ -1435,7 +1435,7 @@ fn timeline_svg(report: &Report, t: &Timeline, dark: bool, h: &mut String) {
         let _ = write!(
             h,
             "<line x1=\"{LEFT}\" x2=\"{W}\" y1=\"{gy:.1}\" y2=\"{gy:.1}\" stroke=\"{grid}\" stroke-width=\"1\"/>\
-<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">{}</text>",
+<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{}</text>",
             LEFT - 5.0,
             gy + 3.5,
             num(v)
@@ -1485,7 +1485,7 @@ fn timeline_svg(report: &Report, t: &Timeline, dark: bool, h: &mut String) {
         let _ = write!(
             h,
             "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{BOTTOM}\" y2=\"{:.1}\" stroke=\"{grid}\"/>\
-<text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"{anchor}\">{}</text>",
+<text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"{anchor}\">{}</text>",
             BOTTOM + 4.0,
             BOTTOM + 16.0,
             esc(&label)
@@ -1531,15 +1531,631 @@ fn ticks(report: &Report, t: &Timeline) -> Vec<(usize, String)> {
     (0..=n).step_by(spacing).map(|i| (i, label(edge(i)))).collect()
 }
 
-/// The smallest 1, 2 or 5 × 10ⁿ at least `v`, so the axis reads evenly.
+/// The axis top: the smallest round number at least `v` whose half is a
+/// whole number too, so both grid lines read evenly (17 → 20, 27 → 30).
 fn nice_ceiling(v: u64) -> u64 {
-    let mut magnitude = 1u64;
+    let mut tenth = 1u64;
     loop {
-        for m in [1, 2, 5] {
-            if m * magnitude >= v {
-                return m * magnitude;
+        for m in [10, 15, 20, 30, 40, 50, 60, 80] {
+            let top = m * tenth / 10;
+            if m * tenth % 10 == 0 && top % 2 == 0 && top >= v {
+                return top;
             }
         }
-        magnitude *= 10;
+        tenth *= 10;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/querylog.jsonl");
+
+    fn at(ts: &str) -> SystemTime {
+        humantime::parse_rfc3339(ts).unwrap()
+    }
+
+    /// The fixture's lines were written up to this moment.
+    fn now() -> SystemTime {
+        at("2026-11-23T20:00:00Z")
+    }
+
+    fn options(since: Option<&str>, device: Option<&str>) -> ReportOptions {
+        ReportOptions {
+            path: FIXTURE.into(),
+            since: since.map(|s| humantime::parse_duration(s).unwrap()),
+            device: device.map(str::to_owned),
+            now: now(),
+        }
+    }
+
+    fn report(since: Option<&str>, device: Option<&str>) -> Report {
+        let mut r = build(&options(since, device)).unwrap();
+        r.utc = true;
+        r
+    }
+
+    fn device<'a>(r: &'a Report, name: &str) -> &'a DeviceReport {
+        r.devices.iter().find(|d| d.name == name).unwrap()
+    }
+
+    fn category<'a>(d: &'a DeviceReport, label: &str) -> &'a CategoryReport {
+        d.categories
+            .iter()
+            .find(|c| c.category.label() == label)
+            .unwrap_or_else(|| panic!("no category {label} for {}", d.name))
+    }
+
+    fn endpoints(c: &CategoryReport) -> Vec<(&str, u64)> {
+        c.endpoints
+            .iter()
+            .map(|e| (e.name.as_str(), e.queries))
+            .collect()
+    }
+
+    fn text(r: &Report) -> String {
+        let mut out = Vec::new();
+        write_text(r, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn html(r: &Report) -> String {
+        let mut out = Vec::new();
+        write_html(r, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// A directory of its own under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("sinkd-report-{}-{n}", std::process::id()));
+            fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        fn log(&self, name: &str, text: &str) -> PathBuf {
+            let path = self.0.join(name);
+            fs::write(&path, text).unwrap();
+            path
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn line(ts: &str, device: &str, name: &str, action: &str, rule: &str) -> String {
+        let device = serde_json::to_string(device).unwrap();
+        let name = serde_json::to_string(name).unwrap();
+        let rule = serde_json::to_string(rule).unwrap();
+        format!(
+            r#"{{"ts":"{ts}","client":"192.168.1.9","mac":null,"device":{device},"group":null,"proto":"udp","name":{name},"type":"A","action":"{action}","rule":{rule},"rcode":"NOERROR","answer":[],"upstream":null,"ms":0.04}}"#
+        )
+    }
+
+    #[test]
+    fn counts_queries_and_blocked_share_per_device() {
+        let r = report(Some("24h"), None);
+        let rows: Vec<(&str, u64, u64)> = r
+            .devices
+            .iter()
+            .map(|d| (d.name.as_str(), d.queries, d.blocked))
+            .collect();
+        // Most blocked first.
+        assert_eq!(
+            rows,
+            [
+                ("Anna's Redmi Note", 170, 123),
+                ("Living-room Mi TV", 53, 15),
+                ("Ben's ThinkPad", 71, 4),
+                ("192.168.1.77", 10, 1),
+            ]
+        );
+        assert_eq!((r.queries, r.blocked), (304, 143));
+        let anna = device(&r, "Anna's Redmi Note");
+        assert!((anna.blocked_share() - 123.0 / 170.0).abs() < 1e-9);
+        assert_eq!(anna.addresses, ["192.168.1.23"]);
+        assert_eq!(anna.macs, ["aa:bb:cc:dd:ee:ff"]);
+        assert!(anna.named);
+        let anon = device(&r, "192.168.1.77");
+        assert!(!anon.named);
+        assert!(anon.macs.is_empty());
+    }
+
+    #[test]
+    fn blocked_queries_by_category_with_top_names() {
+        let r = report(Some("24h"), None);
+        let anna = device(&r, "Anna's Redmi Note");
+        let cats: Vec<(&str, u64)> = anna
+            .categories
+            .iter()
+            .map(|c| (c.category.label(), c.queries))
+            .collect();
+        assert_eq!(
+            cats,
+            [
+                ("Xiaomi telemetry", 66),
+                ("Xiaomi ads", 22),
+                ("Mi Cloud sync", 15),
+                ("HTTP-DNS (resolver bypass)", 13),
+                ("Bypass hygiene", 4),
+                ("Blocked address range", 2),
+                ("DoH/DoT resolvers (bypass)", 1),
+            ]
+        );
+        let telemetry = category(anna, "Xiaomi telemetry");
+        assert_eq!(
+            endpoints(telemetry)[..2],
+            [("tracking.miui.com", 22), ("data.mistat.xiaomi.com", 18)]
+        );
+        // CNAME cloaking counts under the list of the CNAME target.
+        assert!(endpoints(telemetry).contains(&("stats.mi-fds.com", 2)));
+        assert_eq!(
+            endpoints(category(anna, "Blocked address range")),
+            [("mis.migc.xiaomi.com", 2)]
+        );
+        assert_eq!(
+            endpoints(category(anna, "Mi Cloud sync"))[0],
+            ("galleryapi.micloud.xiaomi.net", 7)
+        );
+        assert_eq!(
+            endpoints(category(anna, "Xiaomi ads"))[0],
+            ("sdkconfig.ad.xiaomi.com", 10)
+        );
+        // Any other list: its file name without the extension.
+        let anon = device(&r, "192.168.1.77");
+        assert_eq!(anon.categories[0].category, Category::List("my-extra".into()));
+        assert_eq!(
+            endpoints(&anon.categories[0]),
+            [("pixel.adsafeprotected.com", 1)]
+        );
+        let sum: u64 = anna.categories.iter().map(|c| c.queries).sum();
+        assert_eq!(sum, anna.blocked);
+    }
+
+    #[test]
+    fn categories_come_from_the_rule_file() {
+        let cases = [
+            (
+                "blocklists/xiaomi-telemetry.txt:69 tracking.miui.com",
+                Category::XiaomiTelemetry,
+            ),
+            (
+                "/etc/sinkd/blocklists/xiaomi-ads.txt:41 sdkconfig.ad.xiaomi.com",
+                Category::XiaomiAds,
+            ),
+            (
+                "blocklists/xiaomi-httpdns.txt:39 resolver.msg.xiaomi.net",
+                Category::HttpDns,
+            ),
+            (
+                "blocklists/xiaomi-cloud.txt:75 galleryapi.micloud.xiaomi.net",
+                Category::MiCloud,
+            ),
+            ("blocklists/doh.txt:33 dns.google", Category::Doh),
+            (
+                "blocklists/xiaomi-telemetry.txt:62 mistat.intl.xiaomi.com.edgesuite.net (CNAME mistat.intl.xiaomi.com.edgesuite.net)",
+                Category::XiaomiTelemetry,
+            ),
+            (
+                "blocklists/xiaomi.cidr:33 42.62.48.0/24 (answer 42.62.48.157)",
+                Category::AddressRange,
+            ),
+            (
+                "built-in use-application-dns.net (browsers keep using this resolver)",
+                Category::BypassHygiene,
+            ),
+            (
+                "built-in _dns.resolver.arpa (no automatic upgrade to another resolver)",
+                Category::BypassHygiene,
+            ),
+            (
+                "/home/me/My Lists/kids.list:3 games.example",
+                Category::List("kids".into()),
+            ),
+            (
+                "https://lists.example/hosts.txt:120 ads.example",
+                Category::List("hosts".into()),
+            ),
+            ("lists/noext:1 x.example", Category::List("noext".into())),
+            ("something else entirely", Category::Unknown),
+            (":12 x", Category::Unknown),
+        ];
+        for (rule, want) in cases {
+            assert_eq!(Category::from_rule(Some(rule)), want, "{rule}");
+        }
+        assert_eq!(Category::from_rule(None), Category::Unknown);
+        assert!(Category::HttpDns.is_bypass() && Category::Doh.is_bypass());
+        assert!(Category::BypassHygiene.is_bypass());
+        assert!(!Category::XiaomiTelemetry.is_bypass() && !Category::AddressRange.is_bypass());
+    }
+
+    #[test]
+    fn bypass_attempts_are_http_dns_doh_and_built_in() {
+        let r = report(Some("24h"), None);
+        let anna = device(&r, "Anna's Redmi Note");
+        let seen: Vec<(&str, &str, u64)> = anna
+            .bypass
+            .iter()
+            .map(|b| (b.name.as_str(), b.category.label(), b.queries))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("resolver.msg.xiaomi.net", "HTTP-DNS (resolver bypass)", 8),
+                ("resolver.gslb.mi-idc.com", "HTTP-DNS (resolver bypass)", 3),
+                ("use-application-dns.net", "Bypass hygiene", 3),
+                ("httpdns.browser.miui.com", "HTTP-DNS (resolver bypass)", 2),
+                ("_dns.resolver.arpa", "Bypass hygiene", 1),
+                ("dns.google", "DoH/DoT resolvers (bypass)", 1),
+            ]
+        );
+        assert_eq!(anna.bypass_attempts(), 18);
+        let ben = device(&r, "Ben's ThinkPad");
+        assert_eq!(ben.bypass_attempts(), 4);
+        assert_eq!(ben.bypass[0].name, "mozilla.cloudflare-dns.com");
+        assert_eq!(ben.bypass[0].category, Category::Doh);
+        assert!(device(&r, "Living-room Mi TV").bypass.is_empty());
+        assert_eq!(r.bypass_attempts(), 22);
+    }
+
+    #[test]
+    fn since_leaves_out_older_lines() {
+        let all = report(None, None);
+        assert_eq!((all.queries, all.blocked), (401, 192));
+        let anna = device(&all, "Anna's Redmi Note");
+        assert_eq!((anna.queries, anna.blocked, anna.bypass_attempts()), (219, 161, 26));
+        assert_eq!(all.from, Some(at("2026-11-22T14:05:51.198Z")));
+        assert_eq!(all.until, Some(at("2026-11-23T19:57:39.598Z")));
+
+        let day = report(Some("24h"), None);
+        assert_eq!(day.queries, 304);
+        assert_eq!(day.from, Some(at("2026-11-22T20:00:00Z")));
+        assert_eq!(day.until, Some(now()));
+
+        // Two hours: the rotated file ends before them, so it is not read.
+        let recent = report(Some("2h"), None);
+        assert_eq!(recent.files, [PathBuf::from(FIXTURE)]);
+        assert!(recent.queries > 0 && recent.queries < 60);
+        for d in &recent.devices {
+            assert!(d.first_seen >= at("2026-11-23T18:00:00Z"), "{}", d.name);
+        }
+    }
+
+    #[test]
+    fn device_filter_takes_a_name_ip_or_mac() {
+        let names = |r: &Report| -> Vec<String> { r.devices.iter().map(|d| d.name.clone()).collect() };
+        let by_name = report(Some("24h"), Some("ANNA'S redmi NOTE"));
+        assert_eq!(names(&by_name), ["Anna's Redmi Note"]);
+        assert_eq!(by_name.queries, 170);
+        assert_eq!(
+            names(&report(Some("24h"), Some("192.168.1.60"))),
+            ["Living-room Mi TV"]
+        );
+        assert_eq!(
+            names(&report(Some("24h"), Some("3C:22:FB:10:7A:01"))),
+            ["Ben's ThinkPad"]
+        );
+        let anon = report(Some("24h"), Some("192.168.1.77"));
+        assert_eq!(names(&anon), ["192.168.1.77"]);
+        assert_eq!(anon.queries, 10);
+        let nobody = report(Some("24h"), Some("kitchen-tablet"));
+        assert!(nobody.devices.is_empty());
+        assert_eq!(nobody.queries, 0);
+        assert!(text(&nobody).contains("No queries in this period."));
+        assert!(html(&nobody).contains("No queries in this period."));
+    }
+
+    #[test]
+    fn first_and_last_seen() {
+        let r = report(Some("24h"), None);
+        let anna = device(&r, "Anna's Redmi Note");
+        // The first of the period is in the rotated file, the last in the current one.
+        assert_eq!(anna.first_seen, at("2026-11-22T20:01:28.416Z"));
+        assert_eq!(anna.last_seen, at("2026-11-23T19:57:39.598Z"));
+        let ben = device(&r, "Ben's ThinkPad");
+        assert_eq!(ben.first_seen, at("2026-11-22T20:07:23.182Z"));
+        assert_eq!(ben.last_seen, at("2026-11-23T19:49:26.234Z"));
+        let all = report(None, None);
+        assert_eq!(
+            device(&all, "Anna's Redmi Note").first_seen,
+            at("2026-11-22T14:05:51.198Z")
+        );
+    }
+
+    #[test]
+    fn reads_rotated_files_oldest_first() {
+        let r = report(Some("24h"), None);
+        let rotated = PathBuf::from(format!("{FIXTURE}.1"));
+        assert_eq!(r.files, [rotated.clone(), PathBuf::from(FIXTURE)]);
+
+        // The current file alone has 222 records, 82 of the period are older.
+        let dir = TempDir::new();
+        let current = dir.log("q.jsonl", &fs::read_to_string(FIXTURE).unwrap());
+        let alone = build(&ReportOptions {
+            path: current.clone(),
+            ..options(Some("24h"), None)
+        })
+        .unwrap();
+        assert_eq!(alone.queries, 222);
+        assert_eq!(alone.files, [current.clone()]);
+
+        // path.2 is older than path.1.
+        let old = line("2026-11-23T01:00:00.000Z", "Old phone", "a.example", "forwarded", "x");
+        dir.log("q.jsonl.2", &format!("{old}\n"));
+        dir.log("q.jsonl.1", &fs::read_to_string(&rotated).unwrap());
+        let three = build(&ReportOptions {
+            path: current.clone(),
+            ..options(None, None)
+        })
+        .unwrap();
+        assert_eq!(three.files.len(), 3);
+        assert!(three.files[0].ends_with("q.jsonl.2"));
+        assert_eq!(three.queries, 402);
+        // With a period, a file is judged by where the next one starts: path.1
+        // starts before the period, so all of path.2 is older and not read.
+        let day = build(&ReportOptions {
+            path: current,
+            ..options(Some("24h"), None)
+        })
+        .unwrap();
+        assert_eq!(day.files.len(), 2);
+        assert_eq!(day.queries, 304);
+    }
+
+    #[test]
+    fn malformed_lines_are_skipped_and_counted() {
+        let r = report(Some("24h"), None);
+        assert_eq!(r.malformed, 1);
+        assert!(text(&r).ends_with(
+            "read querylog.jsonl.1, querylog.jsonl; skipped 1 line that was not a query-log record\n"
+        ));
+        assert!(html(&r).contains("Skipped 1 line that was not a query-log record."));
+
+        let dir = TempDir::new();
+        let good = line("2026-11-23T10:00:00.000Z", "Phone", "a.example", "forwarded", "x");
+        let no_name = r#"{"ts":"2026-11-23T10:00:00.000Z","client":"192.168.1.9","action":"forwarded"}"#;
+        let bad_time = line("yesterday", "Phone", "a.example", "forwarded", "x");
+        dir.log(
+            "q.jsonl.1",
+            &format!("{good}\nnot json at all\n{no_name}\n\n   \n{bad_time}\n{{\"ts\":\"2026-11-23T10:0"),
+        );
+        // A last line without its newline is one the writer is still
+        // writing: not counted in the newest file.
+        let path = dir.log("q.jsonl", &format!("{good}\n{{\"ts\":\"2026-11-23T11:00:00"));
+        let r = build(&ReportOptions {
+            path,
+            since: None,
+            device: None,
+            now: now(),
+        })
+        .unwrap();
+        assert_eq!(r.queries, 2);
+        assert_eq!(r.malformed, 4);
+    }
+
+    #[test]
+    fn a_missing_log_is_an_error_and_an_empty_one_an_empty_report() {
+        let dir = TempDir::new();
+        let missing = build(&ReportOptions {
+            path: dir.0.join("nothing.jsonl"),
+            ..options(None, None)
+        });
+        let e = missing.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(e.to_string().contains("nothing.jsonl"), "{e}");
+
+        let path = dir.log("empty.jsonl", "");
+        let mut r = build(&ReportOptions {
+            path,
+            ..options(Some("24h"), None)
+        })
+        .unwrap();
+        r.utc = true;
+        assert!(r.devices.is_empty());
+        assert_eq!(r.timeline.buckets.len(), 24);
+        let t = text(&r);
+        assert!(t.contains("0 devices, 0 queries, 0 blocked (0%), 0 bypass attempts"), "{t}");
+        assert!(html(&r).contains("No queries in this period."));
+    }
+
+    #[test]
+    fn hourly_timeline_covers_the_period() {
+        let r = report(Some("24h"), None);
+        assert_eq!(r.timeline.start, at("2026-11-22T20:00:00Z"));
+        assert_eq!(r.timeline.step, Duration::from_secs(3600));
+        assert_eq!(r.timeline.buckets.len(), 24);
+        let total: u64 = r.timeline.buckets.iter().map(|b| b.allowed + b.blocked).sum();
+        let blocked: u64 = r.timeline.buckets.iter().map(|b| b.blocked).sum();
+        assert_eq!((total, blocked), (r.queries, r.blocked));
+        for d in &r.devices {
+            assert_eq!(d.timeline.buckets.len(), 24);
+            let sum: u64 = d.timeline.buckets.iter().map(|b| b.allowed + b.blocked).sum();
+            assert_eq!(sum, d.queries, "{}", d.name);
+        }
+        // A week gets wider bars, never more than fit a phone.
+        let week = report(Some("7d"), None);
+        assert_eq!(week.timeline.step, Duration::from_secs(4 * 3600));
+        assert!(week.timeline.buckets.len() as u64 <= MAX_BUCKETS);
+        let month = Frame::new(at("2026-10-01T00:00:00Z"), at("2026-11-23T20:00:00Z"));
+        assert!(month.buckets as u64 <= MAX_BUCKETS);
+        assert_eq!(month.hours_per_bucket % 24, 0);
+    }
+
+    #[test]
+    fn text_report_reads_like_this() {
+        let r = report(Some("24h"), None);
+        let t = text(&r);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[..4],
+            [
+                "sinkd report: Sun 22 Nov 2026, 20:00 – Mon 23 Nov 2026, 20:00 (last 24h)",
+                "times: UTC",
+                "4 devices, 304 queries, 143 blocked (47.0%), 22 bypass attempts",
+                "",
+            ]
+        );
+        let anna = t.find("Anna's Redmi Note  192.168.1.23, aa:bb:cc:dd:ee:ff\n").unwrap();
+        let block = &t[anna..];
+        assert!(block.starts_with(
+            "Anna's Redmi Note  192.168.1.23, aa:bb:cc:dd:ee:ff\n\
+             \x20 170 queries, 123 blocked (72.4%)\n\
+             \x20 first seen 2026-11-22 20:01:28, last seen 2026-11-23 19:57:39\n\
+             \x20 blocked by category:\n\
+             \x20 Xiaomi telemetry                    66  ████████████████████████\n\
+             \x20   tracking.miui.com                 22\n\
+             \x20   data.mistat.xiaomi.com            18\n"
+        ), "{block}");
+        assert!(block.contains("    … 3 more names (7 queries)\n"), "{block}");
+        assert!(block.contains("  ! 18 bypass attempts to get around sinkd\n"));
+        assert!(block.contains("    resolver.msg.xiaomi.net            8  HTTP-DNS (resolver bypass)\n"));
+        assert!(t.contains("192.168.1.77 (no device name)\n"));
+        assert!(t.contains("  nothing blocked\n") || r.devices.iter().all(|d| d.blocked > 0));
+
+        // Counts line up in one column within a device's block.
+        let block = &block[..block.find("\n\n").unwrap()];
+        let table = &block[block.find("blocked by category:\n").unwrap()..];
+        let columns: Vec<usize> = table
+            .lines()
+            .skip(1)
+            .filter(|l| !l.starts_with("  !") && !l.contains('…'))
+            .map(|l| {
+                // Where the first all-digit word ends: the count.
+                let mut at = 0;
+                for word in l.split(' ') {
+                    at += word.chars().count() + 1;
+                    if !word.is_empty() && word.bytes().all(|b| b.is_ascii_digit()) {
+                        return at - 1;
+                    }
+                }
+                0
+            })
+            .collect();
+        assert!(columns.len() > 20, "{columns:?}");
+        assert!(columns.iter().all(|&c| c == columns[0]), "{columns:?}\n{block}");
+    }
+
+    #[test]
+    fn html_is_one_page_that_fetches_and_runs_nothing() {
+        let r = report(Some("24h"), None);
+        let page = html(&r);
+        let lower = page.to_lowercase();
+        assert!(lower.starts_with("<!doctype html>"));
+        for banned in [
+            "http://", "https://", "src=", "href=", "<script", "<link", "<img", "<iframe", "url(",
+            "@import", "@font-face", "javascript:",
+        ] {
+            assert!(!lower.contains(banned), "found {banned}");
+        }
+        assert!(page.contains("Content-Security-Policy"));
+        for tag in ["section", "svg", "figure", "div", "ul", "ol", "li", "g"] {
+            let open = page.matches(&format!("<{tag}>")).count()
+                + page.matches(&format!("<{tag} ")).count();
+            let close = page.matches(&format!("</{tag}>")).count();
+            assert_eq!(open, close, "<{tag}> opened {open} times, closed {close}");
+        }
+        // The parts a person looks for.
+        assert_eq!(page.matches("<section class=\"card\">").count(), 4);
+        assert!(page.contains("<h2>Anna&#39;s Redmi Note</h2>"));
+        assert!(page.contains("18 bypass attempts"));
+        assert!(page.contains("<code>resolver.msg.xiaomi.net</code>"));
+        assert!(page.contains("Sun 22 Nov, 20:01:28"));
+        assert!(page.contains(">72.4% of 170<"));
+        assert!(page.contains("Xiaomi telemetry"));
+        assert_eq!(page.matches("class=\"bypass\"").count(), 2);
+    }
+
+    #[test]
+    fn html_escapes_everything_from_the_log() {
+        let dir = TempDir::new();
+        let evil_device = r#"<script>alert("pwned")</script> & Co's"#;
+        let evil_name = r#"x.example"><img src=x onerror=alert(1)>"#;
+        let evil_rule = "lists/x<b>bold.txt:1 x";
+        let log = [
+            line("2026-11-23T10:00:00.000Z", evil_device, evil_name, "blocked", evil_rule),
+            line(
+                "2026-11-23T10:05:00.000Z",
+                evil_device,
+                "use-application-dns.net</code><script>x</script>",
+                "blocked",
+                "built-in use-application-dns.net (browsers keep using this resolver)",
+            ),
+        ]
+        .join("\n");
+        let path = dir.log("q.jsonl", &format!("{log}\n"));
+        let r = build(&ReportOptions {
+            path,
+            since: None,
+            device: Some(evil_device.to_uppercase()),
+            now: now(),
+        })
+        .unwrap();
+        assert_eq!(r.queries, 2);
+        let page = html(&r);
+        let lower = page.to_lowercase();
+        assert!(!lower.contains("<script"), "{page}");
+        assert!(!lower.contains("<img"));
+        assert!(!lower.contains("<b>bold"));
+        assert!(page.contains("&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt; &amp; Co&#39;s"));
+        assert!(page.contains("x.example&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"));
+        assert!(page.contains("x&lt;b&gt;bold"));
+        assert_eq!(esc("a\u{0}b\u{1b}[31m"), "a\u{fffd}b\u{fffd}[31m");
+    }
+
+    #[test]
+    fn utc_calendar() {
+        let c = civil(at("2026-11-23T19:04:05.123Z"), true);
+        assert_eq!(c.stamp(), "2026-11-23 19:04:05");
+        assert_eq!(c.long(), "Mon 23 Nov 2026, 19:04");
+        assert_eq!(c.short(), "Mon 23 Nov, 19:04:05");
+        assert_eq!(civil(UNIX_EPOCH, true).long(), "Thu 1 Jan 1970, 00:00");
+        assert_eq!(civil(at("2000-02-29T23:59:59Z"), true).stamp(), "2000-02-29 23:59:59");
+        assert_eq!(civil(at("2024-12-31T12:00:00Z"), true).long(), "Tue 31 Dec 2024, 12:00");
+        // Local time is a real time of day whatever the zone.
+        let local = civil(at("2026-11-23T19:04:05Z"), false);
+        assert!(local.hour < 24 && local.minute == 4 || local.offset % 3600 != 0);
+    }
+
+    #[test]
+    fn small_formats() {
+        assert_eq!(num(0), "0");
+        assert_eq!(num(999), "999");
+        assert_eq!(num(1000), "1,000");
+        assert_eq!(num(1234567), "1,234,567");
+        assert_eq!(percent(0, 0), "0%");
+        assert_eq!(percent(3, 3), "100%");
+        assert_eq!(percent(1, 3), "33.3%");
+        assert_eq!(span(Duration::from_secs(86_400)), "24h");
+        assert_eq!(span(Duration::from_secs(7 * 86_400)), "7d");
+        assert_eq!(span(Duration::from_secs(90 * 60)), "90m");
+        assert_eq!(nice_ceiling(1), 2);
+        assert_eq!(nice_ceiling(5), 6);
+        assert_eq!(nice_ceiling(17), 20);
+        assert_eq!(nice_ceiling(27), 30);
+        assert_eq!(nice_ceiling(31), 40);
+        assert_eq!(nice_ceiling(101), 150);
+        assert_eq!(padded("ab", 4), "ab  ");
+        assert_eq!(padded("abcdef", 4), "abcdef ");
+        assert_eq!(rule_file("a/b c.txt:12 x"), Some("a/b c.txt"));
+        assert_eq!(rule_file("https://h:8443/l.txt:7 x"), Some("https://h:8443/l.txt"));
+    }
+
+    #[test]
+    fn old_lines_are_skipped_without_parsing_only_when_shaped_as_written() {
+        let cutoff = "2026-11-22T20:00:00.000Z";
+        assert!(written_before(br#"{"ts":"2026-11-22T19:59:59.999Z","client":"x"}"#, cutoff));
+        assert!(!written_before(br#"{"ts":"2026-11-22T20:00:00.000Z","client":"x"}"#, cutoff));
+        assert!(!written_before(br#"{"client":"x","ts":"2026-11-22T19:59:59.999Z"}"#, cutoff));
+        assert!(!written_before(br#"{"ts":"2026-11-22T19:59:59Z","client":"x"}"#, cutoff));
     }
 }

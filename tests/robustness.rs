@@ -215,3 +215,63 @@ async fn queries_keep_flowing_when_the_query_log_cannot_be_written() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_max_in_flight_the_oldest_waiting_query_is_given_up() {
+    let silent = Upstream::start(|_| Reply::Silence).await;
+    let sinkd = Sinkd::start(
+        &config_for(&[silent.addr], "").replace("[server]\n", "[server]\nmax_in_flight = 4\n"),
+    );
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..10u16 {
+        let mut q = query(&format!("q{i}.example."), RecordType::A, None);
+        q.metadata.id = i;
+        socket
+            .send_to(&q.to_vec().unwrap(), sinkd.addr)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut answered = Vec::new();
+    let mut buf = vec![0u8; 512];
+    while let Ok(Ok((len, _))) =
+        tokio::time::timeout(Duration::from_millis(2000), socket.recv_from(&mut buf)).await
+    {
+        let r = Message::from_vec(&buf[..len]).unwrap();
+        assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+        answered.push(r.metadata.id);
+    }
+    answered.sort();
+    assert_eq!(
+        answered,
+        [6, 7, 8, 9],
+        "the four newest were kept, the oldest given up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_client_cannot_take_every_tcp_connection() {
+    let upstream = Upstream::start(zone).await;
+    let sinkd = Sinkd::with_upstreams(&[upstream.addr], "");
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        held.push(socket.connect(sinkd.addr).await.unwrap());
+    }
+    // Past 32 connections this client's new ones are closed at once.
+    let mut closed = 0;
+    for stream in &mut held {
+        use tokio::io::AsyncReadExt;
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(200), stream.read(&mut byte)).await
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 8, "40 tried, 32 kept");
+    // Another client (127.0.0.1) is still served over TCP.
+    let r = ask_tcp_pipelined(sinkd.addr, &[query("ok.example.", RecordType::A, None)]).await;
+    assert_eq!(rdatas(&r[0]), ["192.0.2.1"]);
+}
