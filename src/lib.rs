@@ -14,6 +14,7 @@ pub mod querylog;
 pub mod ratelimit;
 pub mod reload;
 pub mod remote;
+pub mod report;
 pub mod tail;
 pub mod upstream;
 pub mod wire;

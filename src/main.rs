@@ -52,6 +52,24 @@ enum Command {
         #[arg(short, long, default_value = "config.toml")]
         config: PathBuf,
     },
+    /// Per device: queries, share blocked, the vendor endpoints it tried by
+    /// category, bypass attempts; as text or as one HTML page.
+    Report {
+        /// Only the queries of this last stretch, e.g. 24h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this device (name, IP or MAC).
+        #[arg(long)]
+        device: Option<String>,
+        /// Write a self-contained HTML page with charts to this file.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// The log file, if not the one the config names.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+    },
     /// Print what the router should drop: blocked address ranges, the
     /// current addresses of blocked names, and DNS over TLS (port 853).
     Firewall {
@@ -100,15 +118,9 @@ fn main() -> ExitCode {
             file,
             config,
         } => {
-            let path = match file {
-                Some(path) => path,
-                None => match config::load(&config) {
-                    Ok(loaded) => loaded.resolve(&loaded.config.querylog.path),
-                    Err(problem) => {
-                        eprintln!("{problem}");
-                        return ExitCode::FAILURE;
-                    }
-                },
+            let path = match querylog_path(file, &config) {
+                Ok(path) => path,
+                Err(code) => return code,
             };
             let options = sinkd::tail::TailOptions {
                 path,
@@ -130,6 +142,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Firewall { format, config } => firewall(config, format),
+        Command::Report {
+            since,
+            device,
+            html,
+            file,
+            config,
+        } => report(config, file, since, device, html),
         Command::Query {
             name,
             qtype,
@@ -139,12 +158,9 @@ fn main() -> ExitCode {
 }
 
 fn serve(path: PathBuf) -> ExitCode {
-    let loaded = match config::load(&path) {
+    let loaded = match load_config(&path) {
         Ok(loaded) => loaded,
-        Err(problem) => {
-            eprintln!("{problem}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let threads = match loaded.config.server.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -165,12 +181,9 @@ fn serve(path: PathBuf) -> ExitCode {
 }
 
 fn check(path: PathBuf) -> ExitCode {
-    let loaded = match config::load(&path) {
+    let loaded = match load_config(&path) {
         Ok(loaded) => loaded,
-        Err(problem) => {
-            eprintln!("{problem}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     if let Err(e) = sinkd::pipeline::Pipeline::new(&loaded, sinkd::blocking::Policy::empty()) {
         eprintln!("{}: {e}", loaded.path.display());
@@ -218,12 +231,9 @@ fn check(path: PathBuf) -> ExitCode {
 }
 
 fn query(path: PathBuf, name: &str, qtype: &str) -> ExitCode {
-    let loaded = match config::load(&path) {
+    let loaded = match load_config(&path) {
         Ok(loaded) => loaded,
-        Err(problem) => {
-            eprintln!("{problem}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let Ok(record_type) = qtype
         .to_ascii_uppercase()
@@ -260,14 +270,63 @@ fn query(path: PathBuf, name: &str, qtype: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn firewall(path: PathBuf, format: FirewallFormat) -> ExitCode {
-    use sinkd::firewall;
-    let loaded = match config::load(&path) {
-        Ok(loaded) => loaded,
-        Err(problem) => {
-            eprintln!("{problem}");
+fn report(
+    config: PathBuf,
+    file: Option<PathBuf>,
+    since: Option<String>,
+    device: Option<String>,
+    html: Option<PathBuf>,
+) -> ExitCode {
+    let since = match since.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            eprintln!("--since: {e} (write e.g. 24h or 7d)");
             return ExitCode::FAILURE;
         }
+    };
+    let path = match querylog_path(file, &config) {
+        Ok(path) => path,
+        Err(code) => return code,
+    };
+    let options = sinkd::report::ReportOptions {
+        path,
+        since,
+        device,
+        now: std::time::SystemTime::now(),
+    };
+    let report = match sinkd::report::build(&options) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("sinkd report: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let written = match &html {
+        Some(target) => std::fs::File::create(target)
+            .map(std::io::BufWriter::new)
+            .and_then(|mut out| {
+                sinkd::report::write_html(&report, &mut out)?;
+                std::io::Write::flush(&mut out)
+            })
+            .map(|()| println!("wrote {}", target.display())),
+        None => sinkd::report::write_text(&report, &mut std::io::stdout().lock()),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sinkd report: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn firewall(path: PathBuf, format: FirewallFormat) -> ExitCode {
+    use sinkd::firewall;
+    let loaded = match load_config(&path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     let mut feed = firewall::load(&loaded);
     if firewall::needs_lookup(&loaded, &feed) {
@@ -334,5 +393,21 @@ fn describe_answer(answer: &sinkd::wire::BlockedAnswer) -> String {
         (Some(ip), _) => format!("{rcode} {ip} (TTL {})", answer.ttl),
         (None, true) => format!("{rcode} and an SOA (cached for {} s)", answer.ttl),
         (None, false) => rcode.to_string(),
+    }
+}
+
+/// The config, or the exit after saying what is wrong with it.
+fn load_config(path: &std::path::Path) -> Result<config::Loaded, ExitCode> {
+    config::load(path).map_err(|problem| {
+        eprintln!("{problem}");
+        ExitCode::FAILURE
+    })
+}
+
+/// The query log to read: `--file`, else the one the config names.
+fn querylog_path(file: Option<PathBuf>, config: &std::path::Path) -> Result<PathBuf, ExitCode> {
+    match file {
+        Some(path) => Ok(path),
+        None => load_config(config).map(|loaded| loaded.resolve(&loaded.config.querylog.path)),
     }
 }

@@ -6,6 +6,7 @@
 //! Everything a device name or query name puts on the page is escaped, and
 //! the page loads nothing: no scripts, fonts or images from anywhere.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::File;
@@ -160,7 +161,10 @@ impl Category {
             ("xiaomi-cloud.txt", Category::MiCloud),
             ("doh.txt", Category::Doh),
         ];
-        if let Some((_, category)) = known.into_iter().find(|(f, _)| f.eq_ignore_ascii_case(base)) {
+        if let Some((_, category)) = known
+            .into_iter()
+            .find(|(f, _)| f.eq_ignore_ascii_case(base))
+        {
             return category;
         }
         if base.to_ascii_lowercase().ends_with(".cidr") {
@@ -212,7 +216,9 @@ impl Category {
             Category::BypassHygiene => "#d6336c",
             // Stable across runs, so a list keeps its colour from report to report.
             Category::List(name) => {
-                let hash = name.bytes().fold(0usize, |h, b| h.wrapping_mul(31) + b as usize);
+                let hash = name
+                    .bytes()
+                    .fold(0usize, |h, b| h.wrapping_mul(31) + b as usize);
                 OTHERS[hash % OTHERS.len()]
             }
             Category::Unknown => "#868e96",
@@ -289,7 +295,11 @@ pub fn build(options: &ReportOptions) -> io::Result<Report> {
     let cutoff = options.since.and_then(|s| options.now.checked_sub(s));
     let mut reading = Reading {
         cutoff,
-        cutoff_text: cutoff.map(|c| humantime::format_rfc3339_millis(c).to_string()),
+        // humantime cannot write times before 1970 (`--since 100y`); such a
+        // cutoff is only compared parsed.
+        cutoff_text: cutoff
+            .filter(|c| *c >= UNIX_EPOCH)
+            .map(|c| humantime::format_rfc3339_millis(c).to_string()),
         filter: Filter::new(options.device.as_deref()),
         devices: HashMap::new(),
         malformed: 0,
@@ -308,8 +318,9 @@ pub fn build(options: &ReportOptions) -> io::Result<Report> {
         let newest = i + 1 == files.len();
         match File::open(file) {
             Ok(f) => reading.read(BufReader::new(f), newest)?,
-            // Rotated away between listing and opening: its lines moved on.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !newest => continue,
+            // Rotated away between listing and opening (its lines moved on),
+            // or mid-rotation with no current file yet.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", file.display()))),
         }
         read.push(file.clone());
@@ -390,7 +401,7 @@ impl Reading {
             let parsed = self.line(&line);
             // The writer may be halfway through the newest file's last line:
             // that is not a broken line, only one not finished yet.
-            if !parsed && !(newest && !complete) {
+            if !parsed && (complete || !newest) {
                 self.malformed += 1;
             }
         }
@@ -825,7 +836,11 @@ fn zone_label(report: &Report) -> String {
         Some(c) => {
             let sign = if c.offset < 0 { '-' } else { '+' };
             let off = c.offset.abs();
-            format!("local time, UTC{sign}{:02}:{:02}", off / 3600, off / 60 % 60)
+            format!(
+                "local time, UTC{sign}{:02}:{:02}",
+                off / 3600,
+                off / 60 % 60
+            )
         }
         None => "UTC".into(),
     }
@@ -836,9 +851,9 @@ fn span(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0 => humantime::format_duration(d).to_string(),
-        _ if s % 86_400 == 0 && s >= 2 * 86_400 => format!("{}d", s / 86_400),
-        _ if s % HOUR == 0 => format!("{}h", s / HOUR),
-        _ if s % 60 == 0 => format!("{}m", s / 60),
+        _ if s.is_multiple_of(86_400) && s >= 2 * 86_400 => format!("{}d", s / 86_400),
+        _ if s.is_multiple_of(HOUR) => format!("{}h", s / HOUR),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
         _ => humantime::format_duration(d).to_string(),
     }
 }
@@ -877,7 +892,7 @@ fn num(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -894,8 +909,10 @@ fn file_names(report: &Report) -> String {
         .files
         .iter()
         .map(|f| {
-            f.file_name()
-                .map_or_else(|| f.display().to_string(), |n| n.to_string_lossy().into_owned())
+            f.file_name().map_or_else(
+                || f.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            )
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -912,7 +929,7 @@ pub fn write_text(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     let _ = writeln!(s, "sinkd report: {}", period_line(report));
     let _ = writeln!(s, "times: {}", zone_label(report));
     if let Some(device) = &report.device_filter {
-        let _ = writeln!(s, "device: {device}");
+        let _ = writeln!(s, "device: {}", printable(device));
     }
     let _ = writeln!(
         s,
@@ -921,7 +938,11 @@ pub fn write_text(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         plural(report.queries, "query", "queries"),
         num(report.blocked),
         percent(report.blocked, report.queries),
-        plural(report.bypass_attempts(), "bypass attempt", "bypass attempts"),
+        plural(
+            report.bypass_attempts(),
+            "bypass attempt",
+            "bypass attempts"
+        ),
     );
     if report.devices.is_empty() {
         s.push_str("\nNo queries in this period.\n");
@@ -945,12 +966,12 @@ pub fn write_text(report: &Report, out: &mut dyn Write) -> io::Result<()> {
 }
 
 fn text_device(report: &Report, d: &DeviceReport, s: &mut String) {
-    let mut ids: Vec<&str> = Vec::new();
+    let mut ids: Vec<Cow<str>> = Vec::new();
     if d.named {
-        ids.extend(d.addresses.iter().map(String::as_str));
+        ids.extend(d.addresses.iter().map(|a| printable(a)));
     }
-    ids.extend(d.macs.iter().map(String::as_str));
-    s.push_str(&d.name);
+    ids.extend(d.macs.iter().map(|m| printable(m)));
+    s.push_str(&printable(&d.name));
     if !d.named {
         s.push_str(" (no device name)");
     }
@@ -987,7 +1008,7 @@ fn text_device(report: &Report, d: &DeviceReport, s: &mut String) {
         .max()
         .unwrap_or(0)
         .clamp(28, 60);
-    let count_width = d.blocked.to_string().len().max(5);
+    let count_width = num(d.blocked).len().max(5);
     let most = d.categories.first().map_or(1, |c| c.queries.max(1));
     if !d.categories.is_empty() {
         s.push_str("  blocked by category:\n");
@@ -997,7 +1018,7 @@ fn text_device(report: &Report, d: &DeviceReport, s: &mut String) {
         let _ = writeln!(
             s,
             "{}{:>cw$}  {}",
-            padded(&format!("  {}", c.category.label()), width),
+            padded(&format!("  {}", printable(c.category.label())), width),
             num(c.queries),
             "█".repeat(bar),
             cw = count_width
@@ -1006,7 +1027,7 @@ fn text_device(report: &Report, d: &DeviceReport, s: &mut String) {
             let _ = writeln!(
                 s,
                 "{}{:>cw$}",
-                padded(&format!("    {}", e.name), width),
+                padded(&format!("    {}", printable(&e.name)), width),
                 num(e.queries),
                 cw = count_width
             );
@@ -1027,12 +1048,26 @@ fn text_device(report: &Report, d: &DeviceReport, s: &mut String) {
             let _ = writeln!(
                 s,
                 "{}{:>cw$}  {}",
-                padded(&format!("    {}", b.name), width),
+                padded(&format!("    {}", printable(&b.name)), width),
                 num(b.queries),
-                b.category.label(),
+                printable(b.category.label()),
                 cw = count_width
             );
         }
+    }
+}
+
+/// Device and query names come from the network: a control character in
+/// one must not reach the terminal as an escape sequence.
+fn printable(text: &str) -> Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        Cow::Owned(
+            text.chars()
+                .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(text)
     }
 }
 
@@ -1103,7 +1138,7 @@ header h1 span{color:#ff8a65}
 .glance .pct{color:#b8c0cf;font-size:13px;font-variant-numeric:tabular-nums}
 .glance .bar{grid-column:1/3;height:8px;border-radius:4px;background:#3a4558;overflow:hidden}
 .glance .bar i{display:block;height:100%;background:#ff6b6b;border-radius:4px}
-main{padding:24px 0 8px}
+main.wrap{padding-top:24px;padding-bottom:8px}
 .card{background:var(--card);border-radius:16px;box-shadow:0 1px 2px rgba(16,24,40,.06),0 4px 14px rgba(16,24,40,.05);
 padding:22px 24px;margin:0 0 22px}
 .card-head{display:flex;align-items:center;gap:16px}
@@ -1120,7 +1155,7 @@ padding:22px 24px;margin:0 0 22px}
 .bypass-head .why{color:#7a4a12;font-size:13px}
 .bang{font-style:normal;display:inline-grid;place-items:center;width:22px;height:22px;border-radius:50%;background:var(--warn);color:#fff;font-weight:700;font-size:14px;flex:none;align-self:center}
 .bypass ul{list-style:none;margin:8px 0 0;padding:0;display:flex;flex-wrap:wrap;gap:6px}
-.bypass li{background:#fff;border:1px solid #f4d19b;border-radius:999px;padding:3px 10px;font-size:13px}
+.bypass li{background:#fff;border:1px solid #f4d19b;border-radius:12px;padding:3px 10px;font-size:13px}
 .bypass li code{font:13px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow-wrap:anywhere}
 .bypass li b{margin-left:6px;color:var(--warn)}
 .bypass li em{font-style:normal;color:var(--muted);margin-left:6px}
@@ -1198,7 +1233,12 @@ pub fn write_html(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     };
     let devices = report.devices.len() as u64;
     tile(&mut h, "", num(devices), word(devices, "device", "devices"));
-    tile(&mut h, "", num(report.queries), word(report.queries, "query", "queries"));
+    tile(
+        &mut h,
+        "",
+        num(report.queries),
+        word(report.queries, "query", "queries"),
+    );
     tile(
         &mut h,
         "bad",
@@ -1284,7 +1324,11 @@ fn html_device(report: &Report, d: &DeviceReport, h: &mut String) {
         let _ = write!(
             h,
             "<div class=\"bypass\"><div class=\"bypass-head\"><i class=\"bang\">!</i><strong>{}</strong><span class=\"why\">tried to resolve names through other resolvers or probed for them; sinkd answered, so the device stays here</span></div>\n<ul>",
-            esc(&plural(d.bypass_attempts(), "bypass attempt", "bypass attempts"))
+            esc(&plural(
+                d.bypass_attempts(),
+                "bypass attempt",
+                "bypass attempts"
+            ))
         );
         for b in d.bypass.iter().take(HTML_BYPASS_TOP) {
             let _ = write!(
@@ -1336,7 +1380,11 @@ fn html_device(report: &Report, d: &DeviceReport, h: &mut String) {
             let rest = &c.endpoints[c.endpoints.len().min(HTML_TOP)..];
             if !rest.is_empty() {
                 let queries: u64 = rest.iter().map(|e| e.queries).sum();
-                let _ = write!(h, "<div class=\"more\">… {}</div>", more_names(rest.len(), queries));
+                let _ = write!(
+                    h,
+                    "<div class=\"more\">… {}</div>",
+                    more_names(rest.len(), queries)
+                );
             }
             h.push_str("</div>\n");
         }
@@ -1499,50 +1547,69 @@ fn timeline_svg(report: &Report, t: &Timeline, dark: bool, h: &mut String) {
     );
 }
 
-/// Bucket edges to label and their labels: about six, on round hours of
-/// the report's clock (`00:00` shown as the day), else evenly spaced.
+/// Bucket edges to label and their labels: at most seven, on round hours
+/// of the report's clock (midnight shown as the day), else evenly spaced.
 fn ticks(report: &Report, t: &Timeline) -> Vec<(usize, String)> {
+    const MOST: u64 = 7;
     let n = t.buckets.len();
     let step_hours = (t.step.as_secs() / HOUR).max(1);
     let hours = step_hours * n as u64;
     let edge = |i: usize| civil(t.start + t.step * i as u32, report.utc);
-    let label = |c: Civil| {
-        if c.hour == 0 && c.minute == 0 {
-            format!("{} {}", WEEKDAYS[c.weekday as usize % 7], c.day)
-        } else {
-            format!("{:02}:{:02}", c.hour, c.minute)
-        }
-    };
-    let every = [1, 2, 3, 4, 6, 8, 12, 24]
+    let day = |c: &Civil| format!("{} {}", WEEKDAYS[c.weekday as usize % 7], c.day);
+    let every = [1, 2, 3, 4, 6, 8, 12, 24, 48, 72, 96, 168]
         .into_iter()
-        .find(|h| h % step_hours == 0 && hours / h <= 6);
+        .find(|h| h % step_hours == 0 && hours.div_ceil(*h) <= MOST);
     if let Some(every) = every {
         let round: Vec<(usize, String)> = (0..=n)
             .map(|i| (i, edge(i)))
-            .filter(|(_, c)| c.minute == 0 && u64::from(c.hour) % every == 0)
-            .map(|(i, c)| (i, label(c)))
+            .filter(|(_, c)| {
+                let hour = u64::from(c.hour);
+                c.minute == 0
+                    && if every < 24 {
+                        hour % every == 0
+                    } else {
+                        hour == 0
+                    }
+            })
+            .step_by((every / 24).max(1) as usize)
+            .map(|(i, c)| match c.hour {
+                0 => (i, day(&c)),
+                _ => (i, format!("{:02}:00", c.hour)),
+            })
             .collect();
         if round.len() >= 2 {
             return round;
         }
     }
-    // Days, or a zone whose hours are not round in UTC: evenly spaced.
-    let spacing = n.div_ceil(6).max(1);
-    (0..=n).step_by(spacing).map(|i| (i, label(edge(i)))).collect()
+    // Months, or a zone whose hours are not whole hours off UTC.
+    let spacing = n.div_ceil(MOST as usize).max(1);
+    (0..=n)
+        .step_by(spacing)
+        .map(|i| {
+            let c = edge(i);
+            match hours > 48 {
+                true => (
+                    i,
+                    format!("{} {}", c.day, MONTHS[(c.month as usize + 11) % 12]),
+                ),
+                false => (i, format!("{:02}:{:02}", c.hour, c.minute)),
+            }
+        })
+        .collect()
 }
 
 /// The axis top: the smallest round number at least `v` whose half is a
 /// whole number too, so both grid lines read evenly (17 → 20, 27 → 30).
 fn nice_ceiling(v: u64) -> u64 {
-    let mut tenth = 1u64;
+    let mut unit = 1u64;
     loop {
-        for m in [10, 15, 20, 30, 40, 50, 60, 80] {
-            let top = m * tenth / 10;
-            if m * tenth % 10 == 0 && top % 2 == 0 && top >= v {
+        for m in [2, 3, 4, 5, 6, 8, 10] {
+            let top = m * unit;
+            if top >= v && top.is_multiple_of(2) {
                 return top;
             }
         }
-        tenth *= 10;
+        unit *= 10;
     }
 }
 
@@ -1713,7 +1780,10 @@ mod tests {
         );
         // Any other list: its file name without the extension.
         let anon = device(&r, "192.168.1.77");
-        assert_eq!(anon.categories[0].category, Category::List("my-extra".into()));
+        assert_eq!(
+            anon.categories[0].category,
+            Category::List("my-extra".into())
+        );
         assert_eq!(
             endpoints(&anon.categories[0]),
             [("pixel.adsafeprotected.com", 1)]
@@ -1813,7 +1883,10 @@ mod tests {
         let all = report(None, None);
         assert_eq!((all.queries, all.blocked), (401, 192));
         let anna = device(&all, "Anna's Redmi Note");
-        assert_eq!((anna.queries, anna.blocked, anna.bypass_attempts()), (219, 161, 26));
+        assert_eq!(
+            (anna.queries, anna.blocked, anna.bypass_attempts()),
+            (219, 161, 26)
+        );
         assert_eq!(all.from, Some(at("2026-11-22T14:05:51.198Z")));
         assert_eq!(all.until, Some(at("2026-11-23T19:57:39.598Z")));
 
@@ -1833,7 +1906,8 @@ mod tests {
 
     #[test]
     fn device_filter_takes_a_name_ip_or_mac() {
-        let names = |r: &Report| -> Vec<String> { r.devices.iter().map(|d| d.name.clone()).collect() };
+        let names =
+            |r: &Report| -> Vec<String> { r.devices.iter().map(|d| d.name.clone()).collect() };
         let by_name = report(Some("24h"), Some("ANNA'S redmi NOTE"));
         assert_eq!(names(&by_name), ["Anna's Redmi Note"]);
         assert_eq!(by_name.queries, 170);
@@ -1887,10 +1961,16 @@ mod tests {
         })
         .unwrap();
         assert_eq!(alone.queries, 222);
-        assert_eq!(alone.files, [current.clone()]);
+        assert_eq!(alone.files, std::slice::from_ref(&current));
 
         // path.2 is older than path.1.
-        let old = line("2026-11-23T01:00:00.000Z", "Old phone", "a.example", "forwarded", "x");
+        let old = line(
+            "2026-11-23T01:00:00.000Z",
+            "Old phone",
+            "a.example",
+            "forwarded",
+            "x",
+        );
         dir.log("q.jsonl.2", &format!("{old}\n"));
         dir.log("q.jsonl.1", &fs::read_to_string(&rotated).unwrap());
         let three = build(&ReportOptions {
@@ -1922,16 +2002,28 @@ mod tests {
         assert!(html(&r).contains("Skipped 1 line that was not a query-log record."));
 
         let dir = TempDir::new();
-        let good = line("2026-11-23T10:00:00.000Z", "Phone", "a.example", "forwarded", "x");
-        let no_name = r#"{"ts":"2026-11-23T10:00:00.000Z","client":"192.168.1.9","action":"forwarded"}"#;
+        let good = line(
+            "2026-11-23T10:00:00.000Z",
+            "Phone",
+            "a.example",
+            "forwarded",
+            "x",
+        );
+        let no_name =
+            r#"{"ts":"2026-11-23T10:00:00.000Z","client":"192.168.1.9","action":"forwarded"}"#;
         let bad_time = line("yesterday", "Phone", "a.example", "forwarded", "x");
         dir.log(
             "q.jsonl.1",
-            &format!("{good}\nnot json at all\n{no_name}\n\n   \n{bad_time}\n{{\"ts\":\"2026-11-23T10:0"),
+            &format!(
+                "{good}\nnot json at all\n{no_name}\n\n   \n{bad_time}\n{{\"ts\":\"2026-11-23T10:0"
+            ),
         );
         // A last line without its newline is one the writer is still
         // writing: not counted in the newest file.
-        let path = dir.log("q.jsonl", &format!("{good}\n{{\"ts\":\"2026-11-23T11:00:00"));
+        let path = dir.log(
+            "q.jsonl",
+            &format!("{good}\n{{\"ts\":\"2026-11-23T11:00:00"),
+        );
         let r = build(&ReportOptions {
             path,
             since: None,
@@ -1954,6 +2046,31 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         assert!(e.to_string().contains("nothing.jsonl"), "{e}");
 
+        // Mid-rotation: only `path.1` is there.
+        let good = line(
+            "2026-11-23T10:00:00.000Z",
+            "Phone",
+            "a.example",
+            "forwarded",
+            "x",
+        );
+        dir.log("moved.jsonl.1", &format!("{good}\n"));
+        let rotated = build(&ReportOptions {
+            path: dir.0.join("moved.jsonl"),
+            ..options(None, None)
+        })
+        .unwrap();
+        assert_eq!(rotated.queries, 1);
+
+        // A period reaching back before 1970 is the whole log.
+        let long_ago = build(&ReportOptions {
+            since: Some(Duration::from_secs(100 * 365 * 86_400)),
+            ..options(None, None)
+        })
+        .unwrap();
+        assert_eq!(long_ago.queries, 401);
+        assert!(long_ago.timeline.buckets.len() as u64 <= MAX_BUCKETS);
+
         let path = dir.log("empty.jsonl", "");
         let mut r = build(&ReportOptions {
             path,
@@ -1964,7 +2081,10 @@ mod tests {
         assert!(r.devices.is_empty());
         assert_eq!(r.timeline.buckets.len(), 24);
         let t = text(&r);
-        assert!(t.contains("0 devices, 0 queries, 0 blocked (0%), 0 bypass attempts"), "{t}");
+        assert!(
+            t.contains("0 devices, 0 queries, 0 blocked (0%), 0 bypass attempts"),
+            "{t}"
+        );
         assert!(html(&r).contains("No queries in this period."));
     }
 
@@ -1974,18 +2094,45 @@ mod tests {
         assert_eq!(r.timeline.start, at("2026-11-22T20:00:00Z"));
         assert_eq!(r.timeline.step, Duration::from_secs(3600));
         assert_eq!(r.timeline.buckets.len(), 24);
-        let total: u64 = r.timeline.buckets.iter().map(|b| b.allowed + b.blocked).sum();
+        let total: u64 = r
+            .timeline
+            .buckets
+            .iter()
+            .map(|b| b.allowed + b.blocked)
+            .sum();
         let blocked: u64 = r.timeline.buckets.iter().map(|b| b.blocked).sum();
         assert_eq!((total, blocked), (r.queries, r.blocked));
         for d in &r.devices {
             assert_eq!(d.timeline.buckets.len(), 24);
-            let sum: u64 = d.timeline.buckets.iter().map(|b| b.allowed + b.blocked).sum();
+            let sum: u64 = d
+                .timeline
+                .buckets
+                .iter()
+                .map(|b| b.allowed + b.blocked)
+                .sum();
             assert_eq!(sum, d.queries, "{}", d.name);
         }
+        let labels: Vec<String> = ticks(&r, &r.timeline).into_iter().map(|(_, l)| l).collect();
+        assert_eq!(
+            labels,
+            [
+                "20:00", "Mon 23", "04:00", "08:00", "12:00", "16:00", "20:00"
+            ]
+        );
         // A week gets wider bars, never more than fit a phone.
         let week = report(Some("7d"), None);
         assert_eq!(week.timeline.step, Duration::from_secs(4 * 3600));
         assert!(week.timeline.buckets.len() as u64 <= MAX_BUCKETS);
+        let days: Vec<String> = ticks(&week, &week.timeline)
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect();
+        assert_eq!(
+            days,
+            [
+                "Tue 17", "Wed 18", "Thu 19", "Fri 20", "Sat 21", "Sun 22", "Mon 23"
+            ]
+        );
         let month = Frame::new(at("2026-10-01T00:00:00Z"), at("2026-11-23T20:00:00Z"));
         assert!(month.buckets as u64 <= MAX_BUCKETS);
         assert_eq!(month.hours_per_bucket % 24, 0);
@@ -2005,20 +2152,31 @@ mod tests {
                 "",
             ]
         );
-        let anna = t.find("Anna's Redmi Note  192.168.1.23, aa:bb:cc:dd:ee:ff\n").unwrap();
+        let anna = t
+            .find("Anna's Redmi Note  192.168.1.23, aa:bb:cc:dd:ee:ff\n")
+            .unwrap();
         let block = &t[anna..];
-        assert!(block.starts_with(
-            "Anna's Redmi Note  192.168.1.23, aa:bb:cc:dd:ee:ff\n\
+        assert!(
+            block.starts_with(
+                "Anna's Redmi Note  192.168.1.23, aa:bb:cc:dd:ee:ff\n\
              \x20 170 queries, 123 blocked (72.4%)\n\
              \x20 first seen 2026-11-22 20:01:28, last seen 2026-11-23 19:57:39\n\
              \x20 blocked by category:\n\
              \x20 Xiaomi telemetry                    66  ████████████████████████\n\
              \x20   tracking.miui.com                 22\n\
              \x20   data.mistat.xiaomi.com            18\n"
-        ), "{block}");
-        assert!(block.contains("    … 3 more names (7 queries)\n"), "{block}");
+            ),
+            "{block}"
+        );
+        assert!(
+            block.contains("    … 3 more names (7 queries)\n"),
+            "{block}"
+        );
         assert!(block.contains("  ! 18 bypass attempts to get around sinkd\n"));
-        assert!(block.contains("    resolver.msg.xiaomi.net            8  HTTP-DNS (resolver bypass)\n"));
+        assert!(
+            block
+                .contains("    resolver.msg.xiaomi.net            8  HTTP-DNS (resolver bypass)\n")
+        );
         assert!(t.contains("192.168.1.77 (no device name)\n"));
         assert!(t.contains("  nothing blocked\n") || r.devices.iter().all(|d| d.blocked > 0));
 
@@ -2042,7 +2200,10 @@ mod tests {
             })
             .collect();
         assert!(columns.len() > 20, "{columns:?}");
-        assert!(columns.iter().all(|&c| c == columns[0]), "{columns:?}\n{block}");
+        assert!(
+            columns.iter().all(|&c| c == columns[0]),
+            "{columns:?}\n{block}"
+        );
     }
 
     #[test]
@@ -2052,8 +2213,18 @@ mod tests {
         let lower = page.to_lowercase();
         assert!(lower.starts_with("<!doctype html>"));
         for banned in [
-            "http://", "https://", "src=", "href=", "<script", "<link", "<img", "<iframe", "url(",
-            "@import", "@font-face", "javascript:",
+            "http://",
+            "https://",
+            "src=",
+            "href=",
+            "<script",
+            "<link",
+            "<img",
+            "<iframe",
+            "url(",
+            "@import",
+            "@font-face",
+            "javascript:",
         ] {
             assert!(!lower.contains(banned), "found {banned}");
         }
@@ -2082,7 +2253,13 @@ mod tests {
         let evil_name = r#"x.example"><img src=x onerror=alert(1)>"#;
         let evil_rule = "lists/x<b>bold.txt:1 x";
         let log = [
-            line("2026-11-23T10:00:00.000Z", evil_device, evil_name, "blocked", evil_rule),
+            line(
+                "2026-11-23T10:00:00.000Z",
+                evil_device,
+                evil_name,
+                "blocked",
+                evil_rule,
+            ),
             line(
                 "2026-11-23T10:05:00.000Z",
                 evil_device,
@@ -2106,10 +2283,33 @@ mod tests {
         assert!(!lower.contains("<script"), "{page}");
         assert!(!lower.contains("<img"));
         assert!(!lower.contains("<b>bold"));
-        assert!(page.contains("&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt; &amp; Co&#39;s"));
+        assert!(
+            page.contains("&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt; &amp; Co&#39;s")
+        );
         assert!(page.contains("x.example&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"));
         assert!(page.contains("x&lt;b&gt;bold"));
         assert_eq!(esc("a\u{0}b\u{1b}[31m"), "a\u{fffd}b\u{fffd}[31m");
+
+        // The terminal gets no escape sequences from the log either.
+        let t = text(&r);
+        assert!(t.contains("<script>alert(\"pwned\")</script> & Co's"));
+        let dir = TempDir::new();
+        let bell = line(
+            "2026-11-23T10:00:00.000Z",
+            "tv\u{1b}]0;owned\u{7}",
+            "a\u{1b}[2J.example",
+            "blocked",
+            "l.txt:1 x",
+        );
+        let path = dir.log("q.jsonl", &format!("{bell}\n"));
+        let r = build(&ReportOptions {
+            path,
+            ..options(None, None)
+        })
+        .unwrap();
+        let t = text(&r);
+        assert!(!t.contains('\u{1b}') && !t.contains('\u{7}'), "{t:?}");
+        assert!(t.contains("tv\u{fffd}]0;owned\u{fffd}"));
     }
 
     #[test]
@@ -2119,8 +2319,14 @@ mod tests {
         assert_eq!(c.long(), "Mon 23 Nov 2026, 19:04");
         assert_eq!(c.short(), "Mon 23 Nov, 19:04:05");
         assert_eq!(civil(UNIX_EPOCH, true).long(), "Thu 1 Jan 1970, 00:00");
-        assert_eq!(civil(at("2000-02-29T23:59:59Z"), true).stamp(), "2000-02-29 23:59:59");
-        assert_eq!(civil(at("2024-12-31T12:00:00Z"), true).long(), "Tue 31 Dec 2024, 12:00");
+        assert_eq!(
+            civil(at("2000-02-29T23:59:59Z"), true).stamp(),
+            "2000-02-29 23:59:59"
+        );
+        assert_eq!(
+            civil(at("2024-12-31T12:00:00Z"), true).long(),
+            "Tue 31 Dec 2024, 12:00"
+        );
         // Local time is a real time of day whatever the zone.
         let local = civil(at("2026-11-23T19:04:05Z"), false);
         assert!(local.hour < 24 && local.minute == 4 || local.offset % 3600 != 0);
@@ -2143,19 +2349,34 @@ mod tests {
         assert_eq!(nice_ceiling(17), 20);
         assert_eq!(nice_ceiling(27), 30);
         assert_eq!(nice_ceiling(31), 40);
-        assert_eq!(nice_ceiling(101), 150);
+        assert_eq!(nice_ceiling(101), 200);
         assert_eq!(padded("ab", 4), "ab  ");
         assert_eq!(padded("abcdef", 4), "abcdef ");
         assert_eq!(rule_file("a/b c.txt:12 x"), Some("a/b c.txt"));
-        assert_eq!(rule_file("https://h:8443/l.txt:7 x"), Some("https://h:8443/l.txt"));
+        assert_eq!(
+            rule_file("https://h:8443/l.txt:7 x"),
+            Some("https://h:8443/l.txt")
+        );
     }
 
     #[test]
     fn old_lines_are_skipped_without_parsing_only_when_shaped_as_written() {
         let cutoff = "2026-11-22T20:00:00.000Z";
-        assert!(written_before(br#"{"ts":"2026-11-22T19:59:59.999Z","client":"x"}"#, cutoff));
-        assert!(!written_before(br#"{"ts":"2026-11-22T20:00:00.000Z","client":"x"}"#, cutoff));
-        assert!(!written_before(br#"{"client":"x","ts":"2026-11-22T19:59:59.999Z"}"#, cutoff));
-        assert!(!written_before(br#"{"ts":"2026-11-22T19:59:59Z","client":"x"}"#, cutoff));
+        assert!(written_before(
+            br#"{"ts":"2026-11-22T19:59:59.999Z","client":"x"}"#,
+            cutoff
+        ));
+        assert!(!written_before(
+            br#"{"ts":"2026-11-22T20:00:00.000Z","client":"x"}"#,
+            cutoff
+        ));
+        assert!(!written_before(
+            br#"{"client":"x","ts":"2026-11-22T19:59:59.999Z"}"#,
+            cutoff
+        ));
+        assert!(!written_before(
+            br#"{"ts":"2026-11-22T19:59:59Z","client":"x"}"#,
+            cutoff
+        ));
     }
 }

@@ -319,3 +319,50 @@ async fn the_firewall_feed_has_ranges_addresses_and_port_853_in_every_format() {
     );
     assert_eq!(upstream.count(), 4, "the stored addresses are reused");
 }
+
+#[test]
+fn the_report_shows_each_device_in_text_and_html() {
+    let log = format!("{REPO}/tests/fixtures/querylog.jsonl");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sinkd"))
+            .arg("report")
+            .args(["--file", &log])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run(&[]);
+    for expected in [
+        "Anna's Redmi Note",
+        "Xiaomi telemetry",
+        "tracking.miui.com",
+        "Mi Cloud sync",
+        "HTTP-DNS",
+        "resolver.msg.xiaomi.net",
+        "use-application-dns.net",
+    ] {
+        assert!(text.contains(expected), "{expected} in:\n{text}");
+    }
+    let tv = run(&["--device", "Living-room Mi TV"]);
+    assert!(!tv.contains("Anna's Redmi Note"), "{tv}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("report.html");
+    run(&["--html", page.to_str().unwrap()]);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<svg"), "charts");
+    assert!(
+        html.contains("Anna&#39;s Redmi Note")
+            || html.contains("Anna&#x27;s Redmi Note")
+            || html.contains("Anna's Redmi Note")
+    );
+    for fetch in ["http://", "https://", "src=", "<script"] {
+        assert!(!html.contains(fetch), "self-contained, no {fetch}");
+    }
+}
