@@ -38,6 +38,18 @@ pub struct Config {
     pub querylog: QueryLogSection,
     #[serde(default)]
     pub firewall: FirewallConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics: counters of queries by action, malformed packets,
+/// rate-limited and dropped log lines.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where to serve `/metrics` (e.g. "127.0.0.1:9153"); off when absent.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
 }
 
 /// What `sinkd firewall` hands the router besides the `answer_ips` ranges.

@@ -34,6 +34,13 @@ use crate::pipeline::Pipeline;
 /// stdout, so scripts and tests started with port 0 learn the port.
 pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(), StartError> {
     let config = &loaded.config;
+    if let Some(addr) = config.metrics.listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| StartError::Setup(format!("metrics on {addr}: {e}")))?;
+        info!(%addr, "metrics at http://{addr}/metrics");
+    }
     let load = blocking::load(&loaded);
     blocking::report(&load);
     let mut pipeline = Pipeline::new(&loaded, load.policy).map_err(StartError::Setup)?;

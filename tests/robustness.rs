@@ -275,3 +275,41 @@ async fn one_client_cannot_take_every_tcp_connection() {
     let r = ask_tcp_pipelined(sinkd.addr, &[query("ok.example.", RecordType::A, None)]).await;
     assert_eq!(rdatas(&r[0]), ["192.0.2.1"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_metrics_count_queries_by_action() {
+    let upstream = Upstream::start(zone).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sinkd = Sinkd::start_with_files(
+        &config_for(
+            &[upstream.addr],
+            &format!(
+                "[blocking]\nlists = [\"block.txt\"]\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
+            ),
+        ),
+        &[("block.txt", "tracker.example\n")],
+    );
+    ask(sinkd.addr, "tracker.example.", RecordType::A).await;
+    ask(sinkd.addr, "fine.example.", RecordType::A).await;
+    ask(sinkd.addr, "fine.example.", RecordType::A).await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut http = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    http.read_to_string(&mut text).await.unwrap();
+    for line in [
+        "sinkd_queries_total{action=\"blocked\"} 1",
+        "sinkd_queries_total{action=\"forwarded\"} 1",
+        "sinkd_queries_total{action=\"cached\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+}
