@@ -600,10 +600,22 @@ impl WireAnswer {
             });
         }
 
+        // Bytes after the last record belong to no record: they would reach
+        // the client as garbage.
+        let end = layout
+            .records()
+            .map(|r| r.end)
+            .max()
+            .unwrap_or(layout.question_end);
+        buf.truncate(end);
         // Drop the upstream's OPT. It is almost always the last record; if it
         // is not, the bytes after it may hold compression pointers to bytes
-        // after it, so cutting it out is not safe and the answer is refused.
+        // after it, so cutting it out is not safe and the answer is refused
+        // (as is one with two OPTs, which RFC 6891 calls malformed).
         let mut additionals = layout.additionals.clone();
+        if additionals.iter().filter(|r| r.rtype == TYPE_OPT).count() > 1 {
+            return None;
+        }
         if let Some(i) = additionals.iter().position(|r| r.rtype == TYPE_OPT) {
             if i != additionals.len() - 1 {
                 return None;
@@ -814,6 +826,40 @@ mod tests {
             Query::parse(&p).unwrap_err(),
             Reject::Answer(Rcode::FormErr)
         );
+    }
+
+    /// An upstream answer to `query_packet(&["a"], 1, None)`: one A record,
+    /// then `extra` after the records.
+    fn upstream_answer(extra: &[u8], opts: usize) -> Vec<u8> {
+        let mut a = query_packet(&["a"], 1, None);
+        a[2] |= 0x80;
+        a[7] = 1; // ANCOUNT
+        a[11] = opts as u8; // ARCOUNT
+        a.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+        for _ in 0..opts {
+            a.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0]);
+        }
+        a.extend_from_slice(extra);
+        a
+    }
+
+    #[test]
+    fn upstream_answers_lose_trailing_bytes_and_two_opts_are_refused() {
+        let p = query_packet(&["a"], 1, None);
+        let q = Query::parse(&p).unwrap();
+        let ttl = TtlPolicy { min: 0, max: 86400 };
+        // Found by fuzzing (fuzz/regressions/upstream_answer/trailing-bytes).
+        let answer = WireAnswer::from_upstream(upstream_answer(b"junk", 0), &p, &q, ttl).unwrap();
+        let mut out = Vec::new();
+        answer.write(&p, &q, 0, 512, &mut out);
+        let layout = Layout::scan(&out).unwrap();
+        assert_eq!(
+            layout.records().map(|r| r.end).max(),
+            Some(out.len()),
+            "nothing after the records"
+        );
+        // Found by fuzzing (fuzz/regressions/upstream_answer/opt-counted-twice).
+        assert!(WireAnswer::from_upstream(upstream_answer(b"", 2), &p, &q, ttl).is_none());
     }
 
     #[test]
