@@ -33,6 +33,7 @@ use crate::pipeline::Pipeline;
 /// Prints one `listening on ADDR` line per address and then `ready` on
 /// stdout, so scripts and tests started with port 0 learn the port.
 pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(), StartError> {
+    let signals = Signals::catch();
     let config = &loaded.config;
     if let Some(addr) = config.metrics.listen {
         metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -74,7 +75,9 @@ pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(),
     );
     println!("sinkd: ready");
     // systemd (Type=notify): the listeners are bound and the lists loaded.
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        warn!(error = %e, "cannot tell systemd we are ready");
+    }
     if let Some(every) = sd_notify::watchdog_enabled() {
         tokio::spawn(async move {
             loop {
@@ -89,7 +92,7 @@ pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(),
     let tls = upstream::client_tls(ca_file.as_deref()).map_err(StartError::Setup)?;
     remote::spawn(&loaded, pipeline.upstreams().clone(), tls, reloader.clone());
     firewall::spawn_refresher(&loaded, pipeline.upstreams().clone());
-    shutdown_signal(reloader).await;
+    signals.wait(reloader).await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     // Stop taking queries, answer the ones already taken, then write out
     // the log: a restart loses nothing a client was promised.
@@ -117,16 +120,32 @@ pub enum StartError {
     Bind(#[from] BindError),
 }
 
-/// Waits for SIGINT or SIGTERM; SIGHUP on the way asks for a reload.
-async fn shutdown_signal(reloader: reload::Reloader) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            _ = term.recv() => return,
-            _ = hup.recv() => reloader.reload_now(),
+/// SIGINT, SIGTERM and SIGHUP, caught from before sinkd says it is ready:
+/// a SIGHUP right after READY must reload, not kill (its default action).
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn catch() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            interrupt: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+            terminate: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            hangup: signal(SignalKind::hangup()).expect("SIGHUP handler"),
+        }
+    }
+
+    /// Waits for SIGINT or SIGTERM; SIGHUP on the way asks for a reload.
+    async fn wait(mut self, reloader: reload::Reloader) {
+        loop {
+            tokio::select! {
+                _ = self.interrupt.recv() => return,
+                _ = self.terminate.recv() => return,
+                _ = self.hangup.recv() => reloader.reload_now(),
+            }
         }
     }
 }

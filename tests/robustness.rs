@@ -313,3 +313,33 @@ async fn prometheus_metrics_count_queries_by_action() {
         assert!(text.contains(line), "{line} in:\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn systemd_hears_ready_reloading_and_stopping() {
+    let upstream = Upstream::start(zone).await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    systemd
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let hear = || {
+        let mut buf = [0u8; 512];
+        let n = systemd.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut sinkd = Sinkd::start_with_env(
+        &config_for(&[upstream.addr], ""),
+        &[],
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
+    );
+    assert!(hear().contains("READY=1"), "ready once bound and loaded");
+    sinkd.hangup();
+    let reloading = hear();
+    assert!(reloading.contains("RELOADING=1"), "{reloading}");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    assert!(hear().contains("READY=1"), "ready again after the reload");
+    let status = tokio::task::block_in_place(|| sinkd.terminate());
+    assert!(status.success());
+    assert!(hear().contains("STOPPING=1"));
+}
