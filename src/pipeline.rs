@@ -466,6 +466,15 @@ impl Pipeline {
         };
         let answer = block.answer;
         wire::blocked_answer(packet, query, &answer, &ede, out);
+        if out.len() > limit(asked.proto, query) {
+            // A long name and a long rule can outgrow 512 bytes: the rule
+            // text goes (it is in the query log anyway), the answer stays.
+            let short = Ede {
+                code: Ede::BLOCKED,
+                text: String::new(),
+            };
+            wire::blocked_answer(packet, query, &answer, &short, out);
+        }
         let shown = answer
             .address
             .map(|ip| vec![ip.to_string()])

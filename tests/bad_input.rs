@@ -154,3 +154,36 @@ async fn a_garbage_answer_from_upstream_is_a_servfail_not_a_crash() {
         "and serving goes on"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blocked_answer_fits_512_bytes_whatever_the_name_and_rule() {
+    let upstream = Upstream::start(zone).await;
+    // A 240-byte name blocked by a long regex: answer, SOA and EDE text
+    // together would pass 512 bytes.
+    let label = "a".repeat(60);
+    let name = format!("{label}.{label}.{label}.{}.", "b".repeat(55));
+    let rule = format!("/^a+\\.({}|a+)\\./", "z".repeat(150));
+    let sinkd = Sinkd::start_with_files(
+        &config_for(
+            &[upstream.addr],
+            "[blocking]\nlists = [\"block.txt\"]\nmode = \"nodata\"\n",
+        ),
+        &[("block.txt", &format!("{rule}\n"))],
+    );
+    let bytes = exchange_udp_raw(
+        sinkd.addr,
+        "127.0.0.1".parse().unwrap(),
+        &query(&name, RecordType::A, Some((512, false)))
+            .to_vec()
+            .unwrap(),
+        Duration::from_secs(2),
+    )
+    .await
+    .expect("an answer");
+    assert!(bytes.len() <= 512, "{} bytes", bytes.len());
+    let r = Message::from_vec(&bytes).unwrap();
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert!(!r.metadata.truncation);
+    assert_eq!(r.authorities[0].record_type(), RecordType::SOA);
+    assert_eq!(ede(&r).map(|e| e.0), Some(15), "still says blocked");
+}
