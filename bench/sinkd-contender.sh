@@ -20,6 +20,7 @@ listen = ["$ADDR:$PORT"]
 allow = ["127.0.0.0/8"]
 threads = $THREADS
 rate_limit = 0          # dnsperf is one client asking 100k queries a second
+rebind_protection = false   # the harness zone answers with 10.x addresses
 
 [upstream]
 servers = ["udp://$UPSTREAM"]
