@@ -204,7 +204,7 @@ fn is_internal(ip: IpAddr) -> bool {
 }
 
 /// The files one `lists`/`allow`/`answer_ips` entry stands for.
-fn expand(loaded: &Loaded, pattern: &str) -> Result<Vec<PathBuf>, String> {
+pub(crate) fn expand(loaded: &Loaded, pattern: &str) -> Result<Vec<PathBuf>, String> {
     let path = loaded.resolve(pattern);
     let text = path.to_string_lossy();
     if text.contains(['*', '?', '[']) {

@@ -53,11 +53,7 @@ pub fn state_file(loaded: &Loaded) -> PathBuf {
 pub fn names(loaded: &Loaded) -> Vec<String> {
     let mut names = Vec::new();
     for pattern in &loaded.config.firewall.resolve {
-        let path = loaded.resolve(pattern);
-        let files: Vec<PathBuf> = match glob::glob(&path.to_string_lossy()) {
-            Ok(paths) => paths.filter_map(Result::ok).collect(),
-            Err(_) => vec![path],
-        };
+        let files = crate::blocking::expand(loaded, pattern).unwrap_or_default();
         for file in files {
             let Ok(text) = std::fs::read_to_string(&file) else {
                 warn!(file = %file.display(), "firewall: cannot read");
@@ -145,16 +141,11 @@ pub fn spawn_refresher(loaded: &Loaded, upstreams: Arc<Upstreams>) {
     });
 }
 
-/// The feed from the lists and the stored addresses. `Ok(None)` when the
-/// addresses were never looked up or are older than twice the refresh.
+/// The feed from the `answer_ips` lists and the stored addresses.
 pub fn load(loaded: &Loaded) -> Feed {
     let mut feed = Feed::default();
     for pattern in &loaded.config.blocking.answer_ips {
-        let path = loaded.resolve(pattern);
-        let files: Vec<PathBuf> = match glob::glob(&path.to_string_lossy()) {
-            Ok(paths) => paths.filter_map(Result::ok).collect(),
-            Err(_) => vec![path],
-        };
+        let files = crate::blocking::expand(loaded, pattern).unwrap_or_default();
         for file in files {
             let Ok(text) = std::fs::read_to_string(&file) else {
                 continue;
