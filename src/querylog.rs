@@ -705,6 +705,41 @@ impl Ignore {
     }
 }
 
+/// `--device` for `sinkd tail` and `sinkd report`: a device name (any
+/// case), a client IP or a MAC, matched against a log line's fields.
+pub(crate) struct DeviceFilter {
+    device: Option<String>,
+    ip: Option<IpAddr>,
+    mac: Option<[u8; 6]>,
+}
+
+impl DeviceFilter {
+    pub(crate) fn new(device: Option<&str>) -> DeviceFilter {
+        let device = device.map(str::trim).filter(|d| !d.is_empty());
+        DeviceFilter {
+            ip: device
+                .and_then(|d| d.parse::<IpAddr>().ok())
+                .map(|ip| ip.to_canonical()),
+            mac: device.and_then(crate::config::parse_mac),
+            device: device.map(str::to_owned),
+        }
+    }
+
+    /// Whether a line with these `device`, `client` and `mac` fields is wanted.
+    pub(crate) fn wants(&self, device: Option<&str>, client: &str, mac: Option<&str>) -> bool {
+        let Some(wanted) = &self.device else {
+            return true;
+        };
+        device.is_some_and(|d| eq_ignore_case(d, wanted))
+            || self.ip.is_some_and(|ip| {
+                client
+                    .parse::<IpAddr>()
+                    .is_ok_and(|c| c.to_canonical() == ip)
+            })
+            || (self.mac.is_some() && mac.and_then(crate::config::parse_mac) == self.mac)
+    }
+}
+
 /// Case-insensitive beyond ASCII ("Ånna" = "åNNA"), without allocating.
 pub(crate) fn eq_ignore_case(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)

@@ -11,14 +11,12 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use crate::config::parse_mac;
-use crate::querylog::eq_ignore_case;
+use crate::querylog::DeviceFilter;
 
 /// A longer "line" is not one the writer wrote; it is skipped, not buffered.
 const MAX_LINE: usize = 1 << 20;
@@ -300,7 +298,7 @@ pub fn build(options: &ReportOptions) -> io::Result<Report> {
         cutoff_text: cutoff
             .filter(|c| *c >= UNIX_EPOCH)
             .map(|c| humantime::format_rfc3339_millis(c).to_string()),
-        filter: Filter::new(options.device.as_deref()),
+        filter: DeviceFilter::new(options.device.as_deref()),
         devices: HashMap::new(),
         malformed: 0,
     };
@@ -376,7 +374,7 @@ struct Reading {
     cutoff: Option<SystemTime>,
     /// The cutoff as the log writes times, to skip old lines unparsed.
     cutoff_text: Option<String>,
-    filter: Filter,
+    filter: DeviceFilter,
     devices: HashMap<String, DeviceAcc>,
     malformed: u64,
 }
@@ -423,7 +421,11 @@ impl Reading {
         let Ok(at) = humantime::parse_rfc3339(&entry.ts) else {
             return false;
         };
-        if self.cutoff.is_some_and(|c| at < c) || !self.filter.wants(&entry) {
+        if self.cutoff.is_some_and(|c| at < c)
+            || !self
+                .filter
+                .wants(entry.device.as_deref(), &entry.client, entry.mac.as_deref())
+        {
             return true;
         }
         let key = match entry.device.as_deref() {
@@ -514,44 +516,6 @@ fn skip_line(reader: &mut impl BufRead) -> io::Result<()> {
                 reader.consume(n);
             }
         }
-    }
-}
-
-/// `--device`: a name (any case), an IP or a MAC, as `sinkd tail` takes it.
-struct Filter {
-    device: Option<String>,
-    ip: Option<IpAddr>,
-    mac: Option<[u8; 6]>,
-}
-
-impl Filter {
-    fn new(device: Option<&str>) -> Filter {
-        let device = device.map(str::trim).filter(|d| !d.is_empty());
-        Filter {
-            ip: device
-                .and_then(|d| d.parse::<IpAddr>().ok())
-                .map(|ip| ip.to_canonical()),
-            mac: device.and_then(parse_mac),
-            device: device.map(str::to_owned),
-        }
-    }
-
-    fn wants(&self, entry: &Line) -> bool {
-        let Some(device) = &self.device else {
-            return true;
-        };
-        let by_name = entry
-            .device
-            .as_deref()
-            .is_some_and(|d| eq_ignore_case(d, device));
-        let by_ip = self.ip.is_some_and(|ip| {
-            entry
-                .client
-                .parse::<IpAddr>()
-                .is_ok_and(|c| c.to_canonical() == ip)
-        });
-        let by_mac = self.mac.is_some() && entry.mac.as_deref().and_then(parse_mac) == self.mac;
-        by_name || by_ip || by_mac
     }
 }
 

@@ -7,15 +7,13 @@
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use crate::config::parse_mac;
-use crate::querylog::eq_ignore_case;
+use crate::querylog::DeviceFilter;
 
 /// How often a file at its end is looked at again.
 const POLL: Duration = Duration::from_millis(200);
@@ -200,22 +198,15 @@ impl Tail {
 }
 
 struct Filter {
-    device: Option<String>,
-    device_ip: Option<IpAddr>,
-    device_mac: Option<[u8; 6]>,
+    device: DeviceFilter,
     blocked: bool,
     name: Option<String>,
 }
 
 impl Filter {
     fn new(options: &TailOptions) -> Filter {
-        let device = options.device.as_deref().map(str::trim);
         Filter {
-            device_ip: device
-                .and_then(|d| d.parse::<IpAddr>().ok())
-                .map(|ip| ip.to_canonical()),
-            device_mac: device.and_then(parse_mac),
-            device: device.map(str::to_owned),
+            device: DeviceFilter::new(options.device.as_deref()),
             blocked: options.blocked,
             name: options
                 .name
@@ -239,24 +230,9 @@ impl Filter {
         {
             return None;
         }
-        if let Some(device) = &self.device {
-            let by_name = entry
-                .device
-                .as_deref()
-                .is_some_and(|d| eq_ignore_case(d, device));
-            let by_ip = self.device_ip.is_some_and(|ip| {
-                entry
-                    .client
-                    .parse::<IpAddr>()
-                    .is_ok_and(|c| c.to_canonical() == ip)
-            });
-            let by_mac = self.device_mac.is_some()
-                && entry.mac.as_deref().and_then(parse_mac) == self.device_mac;
-            if !(by_name || by_ip || by_mac) {
-                return None;
-            }
-        }
-        Some(entry)
+        self.device
+            .wants(entry.device.as_deref(), &entry.client, entry.mac.as_deref())
+            .then_some(entry)
     }
 }
 
