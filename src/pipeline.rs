@@ -310,7 +310,7 @@ impl Pipeline {
         if !self.allowed(client) {
             debug!(%client, "refused: not in server.allow");
             wire::error_answer(packet, &query, Rcode::Refused, out);
-            self.record(&asked, &query, Action::Refused, None, out, None, None);
+            self.record(asked, &query, Action::Refused, None, out, None, None);
             return Step::Reply;
         }
         if let Some((limiter, over)) = &self.rate_limit
@@ -328,12 +328,12 @@ impl Pipeline {
         }
         if query.edns.is_some_and(|e| e.version > 0) {
             wire::error_answer(packet, &query, Rcode::BadVers, out);
-            self.record(&asked, &query, Action::Failed, None, out, None, None);
+            self.record(asked, &query, Action::Failed, None, out, None, None);
             return Step::Reply;
         }
         if matches!(query.qtype, wire::TYPE_AXFR | wire::TYPE_IXFR) {
             wire::error_answer(packet, &query, Rcode::NotImp, out);
-            self.record(&asked, &query, Action::Failed, None, out, None, None);
+            self.record(asked, &query, Action::Failed, None, out, None, None);
             return Step::Reply;
         }
         let root = query.name_end == wire::HEADER_LEN + 1;
@@ -344,7 +344,7 @@ impl Pipeline {
             true => false,
             false => match policy.check(&asked.name, query.qtype) {
                 NameVerdict::Blocked(block) => {
-                    self.block(packet, &query, block, &asked, out);
+                    self.block(packet, &query, block, asked, out);
                     return Step::Reply;
                 }
                 NameVerdict::Allowed(_) => true,
@@ -356,7 +356,7 @@ impl Pipeline {
         let zones = self.local.load();
         let local = zones.lookup(&asked.name, query.qtype.into());
         if local != LocalAnswer::NotLocal {
-            self.answer_locally(packet, &query, local, &asked, out);
+            self.answer_locally(packet, &query, local, asked, out);
             return Step::Reply;
         }
 
@@ -371,14 +371,14 @@ impl Pipeline {
                 .then(|| policy.inspect(&entry.answer, query.qtype, rebinding))
                 .flatten()
             {
-                self.block(packet, &query, block, &asked, out);
+                self.block(packet, &query, block, asked, out);
                 return Step::Reply;
             }
             entry
                 .answer
                 .write(packet, &query, entry.age(now), limit(proto, &query), out);
             let answer = Some(&entry.answer);
-            self.record(&asked, &query, Action::Cached, None, out, answer, None);
+            self.record(asked, &query, Action::Cached, None, out, answer, None);
             return Step::Reply;
         }
         // 6. answer: a forward target, the upstreams, or no one
@@ -386,7 +386,7 @@ impl Pipeline {
             Some(pool) => pool.clone(),
             None if LocalZones::is_private_reverse(&asked.name) => {
                 let nx = zones.private_reverse_nxdomain(&asked.name);
-                self.answer_locally(packet, &query, nx, &asked, out);
+                self.answer_locally(packet, &query, nx, asked, out);
                 return Step::Reply;
             }
             None => self.upstreams.clone(),
@@ -428,14 +428,14 @@ impl Pipeline {
                     .then(|| policy.inspect(&answered.answer, query.qtype, rebinding))
                     .flatten()
                 {
-                    self.block(&packet, &query, block, &asked, &mut out);
+                    self.block(&packet, &query, block, asked, &mut out);
                     return out;
                 }
                 let limit = limit(asked.proto, &query);
                 answered.answer.write(&packet, &query, 0, limit, &mut out);
                 let upstream = Some(answered.server.clone());
                 self.record(
-                    &asked,
+                    asked,
                     &query,
                     Action::Forwarded,
                     None,
@@ -447,7 +447,7 @@ impl Pipeline {
             Err(e) => {
                 debug!(name = %asked.name, error = %e, "SERVFAIL");
                 wire::error_answer(&packet, &query, Rcode::ServFail, &mut out);
-                self.record(&asked, &query, Action::Failed, None, &out, None, None);
+                self.record(asked, &query, Action::Failed, None, &out, None, None);
             }
         }
         out
@@ -459,7 +459,7 @@ impl Pipeline {
 
     /// Answers a blocked query as decided, naming the rule in an Extended
     /// DNS Error.
-    fn block(&self, packet: &[u8], query: &Query, block: Block, asked: &Asked, out: &mut Vec<u8>) {
+    fn block(&self, packet: &[u8], query: &Query, block: Block, asked: Asked, out: &mut Vec<u8>) {
         let ede = Ede {
             code: Ede::BLOCKED,
             text: block.rule,
@@ -495,7 +495,7 @@ impl Pipeline {
         packet: &[u8],
         query: &Query,
         local: LocalAnswer,
-        asked: &Asked,
+        asked: Asked,
         out: &mut Vec<u8>,
     ) {
         let built = query
@@ -524,7 +524,7 @@ impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
-        asked: &Asked,
+        asked: Asked,
         query: &Query,
         action: Action,
         rule: Option<String>,
@@ -547,7 +547,7 @@ impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     fn record_with(
         &self,
-        asked: &Asked,
+        asked: Asked,
         query: &Query,
         action: Action,
         rule: Option<String>,
@@ -573,7 +573,7 @@ impl Pipeline {
             device: device.name.clone(),
             group: device.group.clone(),
             proto: asked.proto.as_str(),
-            name: asked.name.clone(),
+            name: asked.name,
             qtype: query.qtype,
             action,
             rule,
