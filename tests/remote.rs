@@ -45,7 +45,10 @@ async fn list_server(body: &'static str) -> (u16, Seen, tokio::task::JoinHandle<
                 log.lock()
                     .unwrap()
                     .push(format!("GET {path} if-none-match={if_none_match}"));
-                let response = if path != "/list.txt" {
+                let response = if path == "/huge.txt" {
+                    // Claims more than sinkd takes; the body never comes.
+                    "HTTP/1.1 200 OK\r\ncontent-length: 104857600\r\nconnection: close\r\n\r\nhuge-tracker.test\n".to_string()
+                } else if path != "/list.txt" {
                     "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
                         .to_string()
                 } else if if_none_match == "\"v1\"" {
@@ -166,4 +169,32 @@ async fn a_remote_list_is_downloaded_kept_and_fetched_again_only_when_changed() 
         "GET /list.txt if-none-match=\"v1\""
     );
     assert!(blocked_soon(&sinkd, "remote-tracker.test.", Duration::ZERO).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_list_over_the_size_cap_is_refused() {
+    let upstream = Upstream::start(zone).await;
+    let (port, seen, _server) = list_server("unused\n").await;
+    let state = tempfile::tempdir().unwrap();
+    let config = config_for(
+        &[upstream.addr],
+        &format!(
+            "[blocking]\nremote_dir = \"{}\"\n[[blocking.remote]]\nurl = \"http://127.0.0.1:{port}/huge.txt\"\n",
+            state.path().display()
+        ),
+    );
+    let sinkd = Sinkd::start(&config);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sinkd.log().contains("cap") {
+        assert!(
+            Instant::now() < deadline,
+            "the refusal is logged: {}",
+            sinkd.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert!(!blocked_soon(&sinkd, "huge-tracker.test.", Duration::ZERO).await);
+    let stored: Vec<_> = std::fs::read_dir(state.path()).unwrap().flatten().collect();
+    assert!(stored.is_empty(), "nothing kept: {stored:?}");
 }
