@@ -53,9 +53,10 @@ impl Reloader {
 pub fn spawn(loaded: Loaded, pipeline: Arc<Pipeline>) -> Reloader {
     let (tx, rx) = mpsc::channel();
     let events = tx.clone();
+    let own_log = OwnLog::of(&loaded);
     let watcher =
         notify::recommended_watcher(move |result: notify::Result<notify::Event>| match result {
-            Ok(event) if is_change(&event.kind) => {
+            Ok(event) if is_change(&event.kind) && !OwnLog::wrote_all(&own_log, &event.paths) => {
                 let _ = events.send(Trigger::Files(event.paths));
             }
             Ok(_) => {}
@@ -77,6 +78,38 @@ pub fn spawn(loaded: Loaded, pipeline: Arc<Pipeline>) -> Reloader {
         .spawn(move || run(loaded, pipeline, rx, watcher, watched))
         .expect("spawn the reload thread");
     Reloader(tx)
+}
+
+/// The query log and its rotations, which may well share a watched
+/// directory (the default puts the log beside the config): the writer's
+/// own writes are dropped on notify's thread, so a busy log does not wake
+/// the reload thread many times a second.
+struct OwnLog {
+    dir: PathBuf,
+    name: std::ffi::OsString,
+}
+
+impl OwnLog {
+    fn of(loaded: &Loaded) -> Option<OwnLog> {
+        let log = &loaded.config.querylog;
+        let path = absolute(&loaded.resolve(&log.path));
+        Some(OwnLog {
+            dir: path.parent()?.to_path_buf(),
+            name: path.file_name()?.to_owned(),
+        })
+        .filter(|_| log.enabled)
+    }
+
+    fn wrote_all(this: &Option<OwnLog>, paths: &[PathBuf]) -> bool {
+        let Some(log) = this else { return false };
+        !paths.is_empty()
+            && paths.iter().all(|p| {
+                p.file_name().is_some_and(|name| {
+                    name.as_encoded_bytes()
+                        .starts_with(log.name.as_encoded_bytes())
+                }) && absolute(p).parent() == Some(log.dir.as_path())
+            })
+    }
 }
 
 /// Writes, creations, removals and renames; not opens, reads, or closes
