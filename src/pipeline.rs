@@ -118,6 +118,9 @@ pub struct Pipeline {
     forwards: Forwards,
     upstreams: Arc<Upstreams>,
     querylog: Option<QueryLog>,
+    /// `sinkd_queries_total` by action, registered once: the macro's
+    /// lookup by name and label would cost more than a cache hit.
+    queries: [metrics::Counter; 6],
     /// Queries waiting for an upstream: shutdown waits for them.
     in_flight: std::sync::atomic::AtomicUsize,
     /// Their tasks, oldest first: when there are too many, the oldest is
@@ -188,6 +191,9 @@ impl Pipeline {
             upstreams: pool(&config.upstream.servers.0)?,
             forwards,
             querylog: None,
+            queries: Action::ALL.map(
+                |action| metrics::counter!("sinkd_queries_total", "action" => action.as_str()),
+            ),
             in_flight: Default::default(),
             upstream_tasks: Default::default(),
             max_in_flight: server.max_in_flight.0 as usize,
@@ -310,7 +316,7 @@ impl Pipeline {
         if !self.allowed(client) {
             debug!(%client, "refused: not in server.allow");
             wire::error_answer(packet, &query, Rcode::Refused, out);
-            self.record(asked, &query, Action::Refused, None, out, None, None);
+            self.record(asked, &query, out, Outcome::plain(Action::Refused));
             return Step::Reply;
         }
         if let Some((limiter, over)) = &self.rate_limit
@@ -328,12 +334,12 @@ impl Pipeline {
         }
         if query.edns.is_some_and(|e| e.version > 0) {
             wire::error_answer(packet, &query, Rcode::BadVers, out);
-            self.record(asked, &query, Action::Failed, None, out, None, None);
+            self.record(asked, &query, out, Outcome::plain(Action::Failed));
             return Step::Reply;
         }
         if matches!(query.qtype, wire::TYPE_AXFR | wire::TYPE_IXFR) {
             wire::error_answer(packet, &query, Rcode::NotImp, out);
-            self.record(asked, &query, Action::Failed, None, out, None, None);
+            self.record(asked, &query, out, Outcome::plain(Action::Failed));
             return Step::Reply;
         }
         let root = query.name_end == wire::HEADER_LEN + 1;
@@ -377,8 +383,8 @@ impl Pipeline {
             entry
                 .answer
                 .write(packet, &query, entry.age(now), limit(proto, &query), out);
-            let answer = Some(&entry.answer);
-            self.record(asked, &query, Action::Cached, None, out, answer, None);
+            let outcome = Outcome::answered(Action::Cached, &entry.answer);
+            self.record(asked, &query, out, outcome);
             return Step::Reply;
         }
         // 6. answer: a forward target, the upstreams, or no one
@@ -433,21 +439,16 @@ impl Pipeline {
                 }
                 let limit = limit(asked.proto, &query);
                 answered.answer.write(&packet, &query, 0, limit, &mut out);
-                let upstream = Some(answered.server.clone());
-                self.record(
-                    asked,
-                    &query,
-                    Action::Forwarded,
-                    None,
-                    &out,
-                    Some(&answered.answer),
-                    upstream,
-                );
+                let outcome = Outcome {
+                    upstream: Some(&answered.server),
+                    ..Outcome::answered(Action::Forwarded, &answered.answer)
+                };
+                self.record(asked, &query, &out, outcome);
             }
             Err(e) => {
                 debug!(name = %asked.name, error = %e, "SERVFAIL");
                 wire::error_answer(&packet, &query, Rcode::ServFail, &mut out);
-                self.record(asked, &query, Action::Failed, None, &out, None, None);
+                self.record(asked, &query, &out, Outcome::plain(Action::Failed));
             }
         }
         out
@@ -475,19 +476,13 @@ impl Pipeline {
             };
             wire::blocked_answer(packet, query, &answer, &short, out);
         }
-        let shown = answer
-            .address
-            .map(|ip| vec![ip.to_string()])
-            .unwrap_or_default();
-        self.record_with(
-            asked,
-            query,
-            Action::Blocked,
-            Some(ede.text),
-            out,
-            shown,
-            None,
-        );
+        let address = answer.address.map(|ip| [ip]);
+        let outcome = Outcome {
+            rule: Some(&ede.text),
+            addresses: address.as_ref().map_or(&[], |a| &a[..]),
+            ..Outcome::plain(Action::Blocked)
+        };
+        self.record(asked, query, out, outcome);
     }
 
     fn answer_locally(
@@ -511,77 +506,72 @@ impl Pipeline {
         match built {
             Some(answer) => {
                 answer.write(packet, query, 0, limit(asked.proto, query), out);
-                self.record(asked, query, Action::Local, None, out, Some(&answer), None);
+                self.record(asked, query, out, Outcome::answered(Action::Local, &answer));
             }
             None => {
                 wire::error_answer(packet, query, Rcode::ServFail, out);
-                self.record(asked, query, Action::Failed, None, out, None, None);
+                self.record(asked, query, out, Outcome::plain(Action::Failed));
             }
         }
     }
 
     // 8. record
-    #[allow(clippy::too_many_arguments)]
-    fn record(
-        &self,
-        asked: Asked,
-        query: &Query,
-        action: Action,
-        rule: Option<String>,
-        out: &[u8],
-        answer: Option<&WireAnswer>,
-        upstream: Option<Arc<str>>,
-    ) {
-        let shown = match (&self.querylog, answer) {
-            (Some(_), Some(a)) => a
-                .cname_targets()
-                .iter()
-                .map(|t| t.to_string())
-                .chain(a.addresses().iter().map(|ip| ip.to_string()))
-                .collect(),
-            _ => Vec::new(),
-        };
-        self.record_with(asked, query, action, rule, out, shown, upstream)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn record_with(
-        &self,
-        asked: Asked,
-        query: &Query,
-        action: Action,
-        rule: Option<String>,
-        out: &[u8],
-        answer: Vec<String>,
-        upstream: Option<Arc<str>>,
-    ) {
-        metrics::counter!("sinkd_queries_total", "action" => action.as_str()).increment(1);
+    fn record(&self, asked: Asked, query: &Query, out: &[u8], outcome: Outcome) {
+        self.queries[outcome.action as usize].increment(1);
         let Some(log) = &self.querylog else { return };
         let device = &asked.device;
-        if log.ignores(
-            &asked.name,
-            asked.client,
-            device.mac.as_deref(),
-            device.name.as_deref(),
-        ) {
-            return;
-        }
-        log.record(Record {
+        let (cnames, addresses) = match outcome.answer {
+            Some(answer) => (answer.cname_targets(), answer.addresses()),
+            None => (&[][..], outcome.addresses),
+        };
+        log.record(&Record {
             at: SystemTime::now(),
             client: asked.client,
-            mac: device.mac.clone(),
-            device: device.name.clone(),
-            group: device.group.clone(),
+            mac: device.mac.as_deref(),
+            device: device.name.as_deref(),
+            group: device.group.as_deref(),
             proto: asked.proto.as_str(),
-            name: asked.name,
+            name: &asked.name,
             qtype: query.qtype,
-            action,
-            rule,
+            action: outcome.action,
+            rule: outcome.rule,
             rcode: out.get(3).map_or(0, |b| (b & 0xF) as u16),
-            answer,
-            upstream,
+            cnames,
+            addresses,
+            upstream: outcome.upstream,
             elapsed: asked.started.elapsed(),
         });
+    }
+}
+
+/// What sinkd did with a query, for step 8.
+struct Outcome<'a> {
+    action: Action,
+    /// The rule that decided, if one did.
+    rule: Option<&'a dyn std::fmt::Display>,
+    /// The answer given, if it came from an upstream, the cache or a zone.
+    answer: Option<&'a WireAnswer>,
+    /// Otherwise, the addresses given (a blocked name's sinkhole address).
+    addresses: &'a [IpAddr],
+    upstream: Option<&'a str>,
+}
+
+impl<'a> Outcome<'a> {
+    fn plain(action: Action) -> Outcome<'a> {
+        Outcome {
+            action,
+            rule: None,
+            answer: None,
+            addresses: &[],
+            upstream: None,
+        }
+    }
+
+    fn answered(action: Action, answer: &'a WireAnswer) -> Outcome<'a> {
+        Outcome {
+            answer: Some(answer),
+            ..Outcome::plain(action)
+        }
     }
 }
 
