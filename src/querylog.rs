@@ -816,7 +816,7 @@ fn push_millis(line: &mut Vec<u8>, elapsed: Duration) {
     line.push(b'.');
     let mut fraction = units % scale;
     let mut digits = decimals;
-    while digits > 1 && fraction % 10 == 0 {
+    while digits > 1 && fraction.is_multiple_of(10) {
         fraction /= 10;
         digits -= 1;
     }

@@ -1,9 +1,10 @@
 //! Upstream resolvers: transports, server selection and failover, and
 //! collapsing identical queries in flight.
 //!
-//! The transports (UDP, TCP, DoT, DoH) are hickory's connection provider;
-//! what goes over them is the client's question with its DO/CD/AD bits, and
-//! what comes back is kept byte for byte. hickory's `NameServerPool` is not
+//! Plain UDP to an address is sinkd's own (`udp.rs`: shared sockets, not
+//! one per query); TCP, DoT, DoH and UDP to a name are hickory's connection
+//! provider. What goes over them is the client's question with its DO/CD/AD
+//! bits, and what comes back is kept byte for byte. hickory's `NameServerPool` is not
 //! used because it turns NXDOMAIN, NODATA, SERVFAIL and REFUSED into errors
 //! and drops the flags the client needs.
 
@@ -29,6 +30,8 @@ use tracing::{debug, warn};
 
 use crate::config::{Host, Transport, UpstreamSpec};
 use crate::wire::{self, OUR_UDP_PAYLOAD, TtlPolicy, WireAnswer};
+
+mod udp;
 
 type Conn = DnsExchange<TokioRuntimeProvider>;
 
@@ -79,6 +82,9 @@ struct Server {
     provider: TokioRuntimeProvider,
     /// A UDP server's TCP fallback for truncated answers.
     tcp_fallback: Mutex<Option<Conn>>,
+    /// `udp://` to an address: sinkd's own shared sockets, not hickory's
+    /// socket per query.
+    udp: Option<udp::UdpUpstream>,
 }
 
 impl Upstreams {
@@ -105,6 +111,13 @@ impl Upstreams {
                         conn: Mutex::new(None),
                         provider: TokioRuntimeProvider::new(),
                         tcp_fallback: Mutex::new(None),
+                        udp: match (&spec.transport, &spec.host) {
+                            (Transport::Udp, Host::Ip(ip)) => Some(udp::UdpUpstream::new(
+                                SocketAddr::new(*ip, spec.port),
+                                timeout,
+                            )),
+                            _ => None,
+                        },
                     })
                 })
                 .collect(),
@@ -217,8 +230,6 @@ impl Upstreams {
         packet: &[u8],
         query: &wire::Query,
     ) -> Result<Answered, UpstreamError> {
-        let request = upstream_request(packet, query)
-            .ok_or_else(|| UpstreamError::Failed("the query could not be re-encoded".into()))?;
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut waiting = self.ordered().into_iter();
         let mut attempts = FuturesUnordered::new();
@@ -227,12 +238,11 @@ impl Upstreams {
         let mut pending: Vec<Arc<Server>> = Vec::new();
 
         let start = |server: Arc<Server>, pending: &mut Vec<Arc<Server>>| {
-            let mut request = request.clone();
-            request.options_mut().retry_interval = self.retransmit_after(&server);
+            let retransmit = self.retransmit_after(&server);
             pending.push(server.clone());
             async move {
                 let started = Instant::now();
-                let result = server.send(request, &self.context).await;
+                let result = server.send(packet, query, retransmit, &self.context).await;
                 (server, started, result)
             }
         };
@@ -408,8 +418,14 @@ fn parse_answer(
 /// The message sent upstream: the client's question, RD set (we are a
 /// forwarder), its CD and AD bits, and EDNS with its DO bit. Client EDNS
 /// options (client subnet, cookies) are not passed on.
-fn upstream_request(packet: &[u8], query: &wire::Query) -> Option<DnsRequest> {
-    let question = query.question(packet)?;
+fn upstream_request(
+    packet: &[u8],
+    query: &wire::Query,
+    retransmit: Duration,
+) -> Result<DnsRequest, String> {
+    let question = query
+        .question(packet)
+        .ok_or("the query could not be re-encoded")?;
     let mut message = Message::query();
     message.metadata.recursion_desired = true;
     message.metadata.checking_disabled = query.checking_disabled();
@@ -424,7 +440,8 @@ fn upstream_request(packet: &[u8], query: &wire::Query) -> Option<DnsRequest> {
     options.edns_payload_len = OUR_UDP_PAYLOAD;
     options.edns_set_dnssec_ok = query.dnssec_ok();
     options.case_randomization = false;
-    Some(DnsRequest::new(message, options))
+    options.retry_interval = retransmit;
+    Ok(DnsRequest::new(message, options))
 }
 
 impl Server {
@@ -503,14 +520,27 @@ impl Server {
         }
     }
 
-    async fn send(&self, request: DnsRequest, cx: &PoolContext) -> Result<Vec<u8>, String> {
-        let bytes = self
-            .send_over(&self.conn, false, request.clone(), cx)
-            .await?;
+    async fn send(
+        &self,
+        packet: &[u8],
+        query: &wire::Query,
+        retransmit: Duration,
+        cx: &PoolContext,
+    ) -> Result<Vec<u8>, String> {
+        let request = || upstream_request(packet, query, retransmit);
+        let bytes = match &self.udp {
+            Some(udp) => udp
+                .exchange(packet, query, retransmit)
+                .await
+                .map_err(|e| e.to_string())?,
+            None => self.send_over(&self.conn, false, request()?, cx).await?,
+        };
         let truncated = bytes.len() > 2 && bytes[2] & 0x02 != 0;
         if truncated && self.spec.transport == Transport::Udp {
             debug!(upstream = %self.label, "truncated over UDP, asking again over TCP");
-            return self.send_over(&self.tcp_fallback, true, request, cx).await;
+            return self
+                .send_over(&self.tcp_fallback, true, request()?, cx)
+                .await;
         }
         Ok(bytes)
     }

@@ -545,6 +545,37 @@ pub fn header_only_answer(packet: &[u8], rcode: Rcode, out: &mut Vec<u8>) {
     }
 }
 
+/// The query sinkd sends upstream for a client's: a fresh `id`, RD (sinkd
+/// forwards), the client's CD and AD bits, its question as asked, and our
+/// own OPT (payload [`OUR_UDP_PAYLOAD`], the client's DO bit). Client EDNS
+/// options (client subnet, cookies) are not passed on.
+pub fn upstream_query(packet: &[u8], query: &Query, id: u16, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&id.to_be_bytes());
+    let flags = FLAG_RD | (query.flags & (FLAG_CD | FLAG_AD));
+    out.extend_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 1]);
+    out.extend_from_slice(&packet[HEADER_LEN..query.question_end]);
+    let do_bit: u8 = if query.dnssec_ok() { 0x80 } else { 0 };
+    out.extend_from_slice(&[0, 0, TYPE_OPT as u8]);
+    out.extend_from_slice(&OUR_UDP_PAYLOAD.to_be_bytes());
+    out.extend_from_slice(&[0, 0, do_bit, 0, 0, 0]);
+}
+
+/// Whether an upstream's answer repeats `question` (the question section
+/// sinkd sent: name, type, class) as its one question; the name in any case.
+pub fn repeats_question(answer: &[u8], question: &[u8]) -> bool {
+    let Some(asked) = answer.get(HEADER_LEN..HEADER_LEN + question.len()) else {
+        return false;
+    };
+    let name_len = question.len().saturating_sub(4);
+    answer[4..6] == [0, 1]
+        // Label lengths are at most 63, below 'A': comparing the whole name
+        // without case cannot confuse a length with a letter.
+        && asked[..name_len].eq_ignore_ascii_case(&question[..name_len])
+        && asked[name_len..] == question[name_len..]
+}
+
 /// A complete answer kept as wire bytes: header (ID zeroed), the question,
 /// and every record except OPT, which is per client and added when sent.
 /// Serving it is a copy plus a few patched bytes.
@@ -757,6 +788,48 @@ impl WireAnswer {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_upstream_query_and_its_answer() {
+        let mut message = hickory_proto::op::Message::query();
+        message.metadata.checking_disabled = true;
+        let name = hickory_proto::rr::Name::from_ascii("Mixed.Example.").unwrap();
+        message.queries.push(hickory_proto::op::Query::query(
+            name,
+            hickory_proto::rr::RecordType::AAAA,
+        ));
+        let mut edns = hickory_proto::op::Edns::new();
+        edns.set_max_payload(4096).set_dnssec_ok(true);
+        message.edns = Some(edns);
+        let packet = message.to_vec().unwrap();
+        let query = Query::parse(&packet).unwrap();
+        let mut sent = Vec::new();
+        upstream_query(&packet, &query, 0xBEEF, &mut sent);
+        let parsed = hickory_proto::op::Message::from_vec(&sent).unwrap();
+        assert_eq!(parsed.metadata.id, 0xBEEF);
+        assert!(parsed.metadata.recursion_desired && parsed.metadata.checking_disabled);
+        assert_eq!(parsed.queries[0].name().to_ascii(), "Mixed.Example.");
+        let edns = parsed.edns.as_ref().unwrap();
+        assert_eq!(edns.max_payload(), OUR_UDP_PAYLOAD);
+        assert!(edns.flags().dnssec_ok);
+
+        let question = &sent[HEADER_LEN..query.question_end];
+        let mut answer = sent.clone();
+        answer[2] |= 0x80;
+        assert!(repeats_question(&answer, question));
+        answer[HEADER_LEN + 1..HEADER_LEN + 6].make_ascii_lowercase();
+        assert!(repeats_question(&answer, question), "any case");
+        let mut other_type = answer.clone();
+        other_type[query.question_end - 3] = 1;
+        assert!(!repeats_question(&other_type, question));
+        let mut other_name = answer.clone();
+        other_name[HEADER_LEN + 2] = b'a';
+        assert!(!repeats_question(&other_name, question));
+        assert!(!repeats_question(&answer[..20], question), "cut short");
+        let mut two = answer;
+        two[5] = 2;
+        assert!(!repeats_question(&two, question));
+    }
     use super::*;
 
     fn query_packet(name: &[&str], qtype: u16, edns: Option<(u16, bool)>) -> Vec<u8> {
