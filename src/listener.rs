@@ -1,5 +1,6 @@
 //! The front end: UDP sockets (one per worker thread, SO_REUSEPORT, so the
-//! kernel spreads clients across cores) and TCP with pipelining (RFC 7766).
+//! kernel spreads clients across cores, each read and written in batches:
+//! `batch.rs`) and TCP with pipelining (RFC 7766).
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,6 +14,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use crate::pipeline::{Pipeline, Proto, Step};
+
+mod batch;
+use batch::Batch;
 
 /// A TCP connection with nothing to say for this long is closed (RFC 7766
 /// suggests seconds, not minutes).
@@ -168,11 +172,10 @@ fn answer_now(
 }
 
 async fn serve_udp(socket: Arc<UdpSocket>, pipeline: Arc<Pipeline>) {
-    let mut buf = vec![0u8; 65535];
-    let mut out = Vec::with_capacity(4096);
+    let mut batch = Batch::new();
     let mut key = Vec::with_capacity(300);
     loop {
-        let (len, src) = match socket.recv_from(&mut buf).await {
+        let received = match batch.receive(&socket).await {
             Ok(received) => received,
             Err(e) => {
                 // ICMP errors from earlier sends surface here; keep serving.
@@ -180,24 +183,25 @@ async fn serve_udp(socket: Arc<UdpSocket>, pipeline: Arc<Pipeline>) {
                 continue;
             }
         };
-        match answer_now(&pipeline, &buf[..len], src, Proto::Udp, &mut out, &mut key) {
-            Step::Reply => {
-                if let Err(e) = socket.send_to(&out, src).await {
-                    debug!(%src, error = %e, "udp send");
+        for i in 0..received {
+            let (packet, src, out) = batch.datagram(i);
+            let Some(src) = src else { continue };
+            match answer_now(&pipeline, packet, src, Proto::Udp, out, &mut key) {
+                Step::Reply => batch.answer(i),
+                Step::Drop => {}
+                Step::Forward(pending) => {
+                    let (socket, upstream_pipeline) = (socket.clone(), pipeline.clone());
+                    let task = tokio::spawn(async move {
+                        let answer = upstream_pipeline.answer_upstream(pending).await;
+                        if let Err(e) = socket.send_to(&answer, src).await {
+                            debug!(%src, error = %e, "udp send");
+                        }
+                    });
+                    pipeline.admit_upstream_task(task.abort_handle());
                 }
             }
-            Step::Drop => {}
-            Step::Forward(pending) => {
-                let (socket, upstream_pipeline) = (socket.clone(), pipeline.clone());
-                let task = tokio::spawn(async move {
-                    let answer = upstream_pipeline.answer_upstream(pending).await;
-                    if let Err(e) = socket.send_to(&answer, src).await {
-                        debug!(%src, error = %e, "udp send");
-                    }
-                });
-                pipeline.admit_upstream_task(task.abort_handle());
-            }
         }
+        batch.send(&socket).await;
     }
 }
 
