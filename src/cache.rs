@@ -13,8 +13,23 @@ use crate::wire::WireAnswer;
 
 pub struct Entry {
     pub answer: WireAnswer,
+    /// The verdict of the lists and zones when the answer was asked for.
+    pub checked: Checked,
     stored: Instant,
     expires: Instant,
+}
+
+/// What steps 4 to 6 of the query path decided for a name, and under which
+/// lists and zones (`generation`, bumped by each reload). A hit under the
+/// same generation may skip those steps: they would decide the same.
+#[derive(Clone, Copy, Debug)]
+pub struct Checked {
+    pub generation: u64,
+    /// Allow-listed: answer inspection does not apply.
+    pub exempt: bool,
+    /// Sent to the public upstreams (not a `[[forward]]` target) with
+    /// rebind protection on: a private address in the answer is an attack.
+    pub rebinding: bool,
 }
 
 impl Entry {
@@ -44,12 +59,13 @@ impl Cache {
     }
 
     /// Stores `answer` if it says it may be cached.
-    pub fn insert(&self, key: &[u8], answer: &WireAnswer, now: Instant) {
+    pub fn insert(&self, key: &[u8], answer: &WireAnswer, checked: Checked, now: Instant) {
         let (Some(store), Some(ttl)) = (&self.store, answer.cache_ttl) else {
             return;
         };
         let entry = Entry {
             answer: answer.clone(),
+            checked,
             stored: now,
             expires: now + Duration::from_secs(ttl as u64),
         };

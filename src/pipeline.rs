@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -27,7 +28,7 @@ use ipnet::IpNet;
 use tracing::{debug, warn};
 
 use crate::blocking::{Block, Blocking, NameVerdict, Policy};
-use crate::cache::Cache;
+use crate::cache::{Cache, Checked, Entry};
 use crate::clients::{self, Clients, Device};
 use crate::config::{Loaded, OverLimit};
 use crate::local::{self, LocalAnswer, LocalZones};
@@ -78,11 +79,7 @@ pub struct Pending {
     query: Query,
     key: Box<[u8]>,
     upstreams: Arc<Upstreams>,
-    /// Allow-listed: answer inspection does not apply.
-    exempt: bool,
-    /// Sent to the public upstreams (not a `[[forward]]` target) with
-    /// rebind protection on: a private address in the answer is an attack.
-    rebinding: bool,
+    checked: Checked,
     asked: Asked,
 }
 
@@ -121,6 +118,8 @@ pub struct Pipeline {
     /// `sinkd_queries_total` by action, registered once: the macro's
     /// lookup by name and label would cost more than a cache hit.
     queries: [metrics::Counter; 6],
+    /// Bumped by every reload of lists or names: see [`Checked`].
+    generation: AtomicU64,
     /// Queries waiting for an upstream: shutdown waits for them.
     in_flight: std::sync::atomic::AtomicUsize,
     /// Their tasks, oldest first: when there are too many, the oldest is
@@ -194,6 +193,7 @@ impl Pipeline {
             queries: Action::ALL.map(
                 |action| metrics::counter!("sinkd_queries_total", "action" => action.as_str()),
             ),
+            generation: AtomicU64::new(0),
             in_flight: Default::default(),
             upstream_tasks: Default::default(),
             max_in_flight: server.max_in_flight.0 as usize,
@@ -227,10 +227,6 @@ impl Pipeline {
         &self.upstreams
     }
 
-    pub fn blocking(&self) -> &Blocking {
-        &self.blocking
-    }
-
     pub fn querylog(&self) -> Option<&QueryLog> {
         self.querylog.as_ref()
     }
@@ -259,6 +255,12 @@ impl Pipeline {
         self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Puts freshly loaded lists to work for the next query.
+    pub fn swap_policy(&self, policy: Policy) {
+        self.blocking.swap(policy);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
     /// Re-reads local zones, hosts files and device names (on reload).
     pub fn reload_names(&self, loaded: &Loaded) {
         let (zones, problems) = local::load(loaded);
@@ -269,6 +271,7 @@ impl Pipeline {
         if !unreadable {
             self.local.store(Arc::new(zones));
         }
+        self.generation.fetch_add(1, Ordering::Release);
         let (directory, problems) = clients::load_directory(loaded);
         for problem in &problems {
             warn!("{problem}");
@@ -344,6 +347,19 @@ impl Pipeline {
         }
         let root = query.name_end == wire::HEADER_LEN + 1;
 
+        // 6, early: an answer cached since the last reload was checked
+        // against these very lists and zones (steps 4 and 5) when it was
+        // asked for, so a hit on it skips them.
+        let generation = self.generation.load(Ordering::Acquire);
+        query.cache_key(packet, key);
+        let cached = self.cache.get(key, started);
+        if let Some(entry) = &cached
+            && entry.checked.generation == generation
+        {
+            self.answer_cached(packet, &query, entry, entry.checked, asked, out);
+            return Step::Reply;
+        }
+
         // 4. policy
         let policy = self.blocking.load();
         let exempt = match root {
@@ -368,23 +384,13 @@ impl Pipeline {
 
         // 6. answer: the cache
         let routed = self.forwards.route(&asked.name);
-        let rebinding = routed.is_none() && self.rebind_protection;
-        query.cache_key(packet, key);
-        let now = Instant::now();
-        if let Some(entry) = self.cache.get(key, now) {
-            // 7. inspect
-            if let Some(block) = (!exempt)
-                .then(|| policy.inspect(&entry.answer, query.qtype, rebinding))
-                .flatten()
-            {
-                self.block(packet, &query, block, asked, out);
-                return Step::Reply;
-            }
-            entry
-                .answer
-                .write(packet, &query, entry.age(now), limit(proto, &query), out);
-            let outcome = Outcome::answered(Action::Cached, &entry.answer);
-            self.record(asked, &query, out, outcome);
+        let checked = Checked {
+            generation,
+            exempt,
+            rebinding: routed.is_none() && self.rebind_protection,
+        };
+        if let Some(entry) = &cached {
+            self.answer_cached(packet, &query, entry, checked, asked, out);
             return Step::Reply;
         }
         // 6. answer: a forward target, the upstreams, or no one
@@ -402,10 +408,34 @@ impl Pipeline {
             query,
             key: key.as_slice().into(),
             upstreams,
-            exempt,
-            rebinding,
+            checked,
             asked,
         })
+    }
+
+    /// A cache hit, then steps 7 and 8.
+    fn answer_cached(
+        &self,
+        packet: &[u8],
+        query: &Query,
+        entry: &Entry,
+        checked: Checked,
+        asked: Asked,
+        out: &mut Vec<u8>,
+    ) {
+        // 7. inspect, against the lists of this moment
+        if !checked.exempt {
+            let policy = self.blocking.load();
+            if let Some(block) = policy.inspect(&entry.answer, query.qtype, checked.rebinding) {
+                self.block(packet, query, block, asked, out);
+                return;
+            }
+        }
+        let limit = limit(asked.proto, query);
+        let age = entry.age(asked.started);
+        entry.answer.write(packet, query, age, limit, out);
+        let outcome = Outcome::answered(Action::Cached, &entry.answer);
+        self.record(asked, query, out, outcome);
     }
 
     /// Step 6 from an upstream, then steps 7 and 8. Always produces an
@@ -419,8 +449,7 @@ impl Pipeline {
             query,
             key,
             upstreams,
-            exempt,
-            rebinding,
+            checked,
             asked,
         } = pending;
         let mut out = Vec::new();
@@ -428,10 +457,11 @@ impl Pipeline {
             Ok(answered) => {
                 // Stored as the upstream gave it: inspection runs on every
                 // hit, against the lists of that moment.
-                self.cache.insert(&key, &answered.answer, Instant::now());
+                self.cache
+                    .insert(&key, &answered.answer, checked, Instant::now());
                 let policy = self.blocking.load();
-                if let Some(block) = (!exempt)
-                    .then(|| policy.inspect(&answered.answer, query.qtype, rebinding))
+                if let Some(block) = (!checked.exempt)
+                    .then(|| policy.inspect(&answered.answer, query.qtype, checked.rebinding))
                     .flatten()
                 {
                     self.block(&packet, &query, block, asked, &mut out);

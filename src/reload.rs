@@ -294,7 +294,7 @@ fn reload(loaded: &Loaded, pipeline: &Pipeline) -> Option<Loaded> {
     let load = blocking::load(&fresh);
     if load.unreadable.is_empty() {
         blocking::report(&load);
-        pipeline.blocking().swap(load.policy);
+        pipeline.swap_policy(load.policy);
     } else {
         for problem in &load.unreadable {
             error!("{problem} (keeping the lists as they were)");
