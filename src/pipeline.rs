@@ -13,6 +13,10 @@
 //!    the answer, unless step 4 allow-listed the name
 //! 8. record  counters and one query-log line; never blocks the path
 //!
+//! A cached answer stored since the last reload already passed steps 4 and
+//! 5 under the same lists and zones, so a hit on it goes from 3 to 6 (see
+//! [`Checked`]); any reload sends hits through the whole path again.
+//!
 //! Steps 1–7 up to a cache hit run inline on the listener's task
 //! ([`Pipeline::answer_now`]); only a query that needs an upstream goes to a
 //! task of its own ([`Pipeline::answer_upstream`]).
