@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -241,6 +242,26 @@ pub struct Clients {
     known: Arc<quick_cache::sync::Cache<IpAddr, Arc<Known>>>,
     reverse_names: Arc<quick_cache::sync::Cache<IpAddr, Option<Arc<str>>>>,
     reverse: Option<ReverseLookup>,
+    /// Tells the threads' own copies apart from another `Clients`'.
+    id: u64,
+    /// Bumped whenever what is known about any client changes: every
+    /// thread's copies are then looked up again.
+    generation: Arc<AtomicU64>,
+}
+
+/// Devices a thread has looked up recently, by `Clients::id` and address.
+struct NearKnown {
+    device: Arc<Device>,
+    at: Instant,
+    generation: u64,
+}
+
+/// A thread forgets its copies past this many clients (and looks again).
+const NEAR_MAX: usize = 1024;
+
+thread_local! {
+    static NEAR: std::cell::RefCell<HashMap<(u64, IpAddr), NearKnown>> =
+        std::cell::RefCell::new(HashMap::new());
 }
 
 impl Clients {
@@ -251,12 +272,18 @@ impl Clients {
             known: Arc::new(quick_cache::sync::Cache::new(4096)),
             reverse_names: Arc::new(quick_cache::sync::Cache::new(4096)),
             reverse,
+            id: {
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            },
+            generation: Arc::new(AtomicU64::new(0)),
         }
     }
 
     pub fn set_directory(&self, directory: Directory) {
         self.directory.store(Arc::new(directory));
         self.known.clear();
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Re-reads the neighbour table every few seconds, off the query path.
@@ -277,13 +304,41 @@ impl Clients {
         });
     }
 
-    /// The device behind `ip`, from the cache when fresh.
-    pub fn identify(&self, ip: IpAddr) -> Arc<Device> {
-        let now = Instant::now();
+    /// The device behind `ip` as of `now`, from the cache when fresh.
+    ///
+    /// Each thread keeps its own copies of the devices it has seen: on a
+    /// busy resolver every query names a device, and one shared `Arc` per
+    /// device would have its counter bounce between cores on each of them.
+    pub fn identify(&self, ip: IpAddr, now: Instant) -> Arc<Device> {
+        let generation = self.generation.load(Ordering::Acquire);
+        NEAR.with_borrow_mut(|near| {
+            let key = (self.id, ip);
+            if let Some(known) = near.get(&key)
+                && known.generation == generation
+                && now.saturating_duration_since(known.at) < FRESH_FOR
+            {
+                return known.device.clone();
+            }
+            let (shared, at) = self.identify_shared(ip, now);
+            let own = Arc::new(Device::clone(&shared));
+            if near.len() >= NEAR_MAX {
+                near.clear();
+            }
+            let known = NearKnown {
+                device: own.clone(),
+                at,
+                generation,
+            };
+            near.insert(key, known);
+            own
+        })
+    }
+
+    fn identify_shared(&self, ip: IpAddr, now: Instant) -> (Arc<Device>, Instant) {
         if let Some(known) = self.known.get(&ip)
-            && now.duration_since(known.at) < FRESH_FOR
+            && now.saturating_duration_since(known.at) < FRESH_FOR
         {
-            return known.device.clone();
+            return (known.device.clone(), known.at);
         }
         let mac = self.neighbours.load().0.get(&ip).copied();
         let named = self.directory.load().name(ip, mac);
@@ -303,7 +358,7 @@ impl Clients {
                 at: now,
             }),
         );
-        device
+        (device, now)
     }
 
     /// A cached PTR name, or none for now while one is looked up.
@@ -315,6 +370,7 @@ impl Clients {
         // Mark it asked so it is asked once; the answer fills it in.
         self.reverse_names.insert(ip, None);
         let (names, known) = (self.reverse_names.clone(), self.known.clone());
+        let generation = self.generation.clone();
         tokio::spawn(async move {
             let name = lookup
                 .await
@@ -323,6 +379,7 @@ impl Clients {
             names.insert(ip, name);
             // The next query from this client picks the name up.
             known.remove(&ip);
+            generation.fetch_add(1, Ordering::Release);
         });
         None
     }

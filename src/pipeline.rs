@@ -35,6 +35,7 @@ use crate::blocking::{Block, Blocking, NameVerdict, Policy};
 use crate::cache::{Cache, Checked, Entry};
 use crate::clients::{self, Clients, Device};
 use crate::config::{Loaded, OverLimit};
+use crate::counters::QueryCounters;
 use crate::local::{self, LocalAnswer, LocalZones};
 use crate::querylog::{self, QueryLog, Record};
 use crate::ratelimit::RateLimiter;
@@ -119,9 +120,8 @@ pub struct Pipeline {
     forwards: Forwards,
     upstreams: Arc<Upstreams>,
     querylog: Option<QueryLog>,
-    /// `sinkd_queries_total` by action, registered once: the macro's
-    /// lookup by name and label would cost more than a cache hit.
-    queries: [metrics::Counter; 6],
+    /// `sinkd_queries_total` by action.
+    queries: QueryCounters,
     /// Bumped by every reload of lists or names: see [`Checked`].
     generation: AtomicU64,
     /// Queries waiting for an upstream: shutdown waits for them.
@@ -194,9 +194,7 @@ impl Pipeline {
             upstreams: pool(&config.upstream.servers.0)?,
             forwards,
             querylog: None,
-            queries: Action::ALL.map(
-                |action| metrics::counter!("sinkd_queries_total", "action" => action.as_str()),
-            ),
+            queries: QueryCounters::new(),
             generation: AtomicU64::new(0),
             in_flight: Default::default(),
             upstream_tasks: Default::default(),
@@ -252,6 +250,11 @@ impl Pipeline {
             }
         }
         tasks.push_back(task);
+    }
+
+    /// Hands the query counts to the metrics exporter.
+    pub fn publish_counters(&self) {
+        self.queries.publish();
     }
 
     /// Queries still waiting for an upstream.
@@ -314,7 +317,7 @@ impl Pipeline {
         let asked = Asked {
             started,
             client,
-            device: self.clients.identify(client),
+            device: self.clients.identify(client, started),
             proto,
             name: query.name(packet),
         };
@@ -551,7 +554,7 @@ impl Pipeline {
 
     // 8. record
     fn record(&self, asked: Asked, query: &Query, out: &[u8], outcome: Outcome) {
-        self.queries[outcome.action as usize].increment(1);
+        self.queries.add(outcome.action);
         let Some(log) = &self.querylog else { return };
         let device = &asked.device;
         let (cnames, addresses) = match outcome.answer {
