@@ -5,6 +5,7 @@ pub mod blocking;
 pub mod cache;
 pub mod clients;
 pub mod config;
+pub mod counters;
 pub mod firewall;
 pub mod listener;
 pub mod local;
@@ -87,6 +88,14 @@ pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(),
         });
     }
 
+    let publisher = pipeline.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            publisher.publish_counters();
+        }
+    });
     let reloader = reload::spawn(loaded.clone(), pipeline.clone());
     let ca_file = config.upstream.ca_file.as_ref().map(|p| loaded.resolve(p));
     let tls = upstream::client_tls(ca_file.as_deref()).map_err(StartError::Setup)?;

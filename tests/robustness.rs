@@ -297,14 +297,26 @@ async fn prometheus_metrics_count_queries_by_action() {
     ask(sinkd.addr, "fine.example.", RecordType::A).await;
     ask(sinkd.addr, "fine.example.", RecordType::A).await;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut http = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    http.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    http.read_to_string(&mut text).await.unwrap();
+    let scrape = || async {
+        let mut http = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        http.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        http.read_to_string(&mut text).await.unwrap();
+        text
+    };
+    // Counts reach the exporter once a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut text = scrape().await;
+    while !text.contains("sinkd_queries_total{action=\"cached\"} 1")
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        text = scrape().await;
+    }
     for line in [
         "sinkd_queries_total{action=\"blocked\"} 1",
         "sinkd_queries_total{action=\"forwarded\"} 1",
