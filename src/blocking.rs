@@ -16,7 +16,9 @@ use arc_swap::ArcSwap;
 use tracing::{error, info, warn};
 
 use crate::config::{BlockMode, Loaded, Problem};
-use crate::policy::{DomainSet, DomainSetBuilder, Match, RangeSet, RangeSetBuilder, Verdict};
+use crate::policy::{
+    DomainSet, DomainSetBuilder, LineError, Match, RangeSet, RangeSetBuilder, Verdict,
+};
 use crate::wire::{BlockedAnswer, Rcode, TYPE_A, TYPE_AAAA, WireAnswer};
 
 /// Line errors logged per file before the rest are only counted.
@@ -263,6 +265,48 @@ fn shown(loaded: &Loaded, path: &Path) -> String {
     relative.display().to_string()
 }
 
+/// Bytes read at a time from a list file.
+const PIECE: usize = 1 << 20;
+
+/// Reads `path` in pieces of whole lines (about [`PIECE`] bytes), handing
+/// each to `parse` with the number of lines before it, and gathers what
+/// `parse` reports. Invalid UTF-8 is replaced, not fatal.
+fn for_each_piece(
+    path: &Path,
+    mut parse: impl FnMut(&str, u32) -> Vec<LineError>,
+) -> std::io::Result<Vec<LineError>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut errors = Vec::new();
+    let mut buffer = Vec::with_capacity(PIECE);
+    let mut lines_before = 0u32;
+    loop {
+        let kept = buffer.len();
+        buffer.resize(kept + PIECE, 0);
+        let got = file.read(&mut buffer[kept..])?;
+        buffer.truncate(kept + got);
+        let at_end = got == 0;
+        // Whole lines only, unless the file ends without a newline.
+        let end = match at_end {
+            true => buffer.len(),
+            false => match buffer.iter().rposition(|&b| b == b'\n') {
+                Some(newline) => newline + 1,
+                None => continue, // a line longer than a piece: read on
+            },
+        };
+        if end > 0 {
+            let piece = String::from_utf8_lossy(&buffer[..end]);
+            errors.extend(parse(&piece, lines_before));
+            let lines = buffer[..end].iter().filter(|&&b| b == b'\n').count();
+            lines_before = lines_before.saturating_add(lines as u32);
+            buffer.drain(..end);
+        }
+        if at_end {
+            return Ok(errors);
+        }
+    }
+}
+
 /// Reads every list of `loaded`'s `[blocking]` section, and the downloaded
 /// copies of its remote lists, into a new [`Policy`].
 pub fn load(loaded: &Loaded) -> Load {
@@ -300,10 +344,22 @@ pub fn load(loaded: &Loaded) -> Load {
         if !seen.insert((path.clone(), kind)) {
             continue;
         }
-        let text = match std::fs::read(&path) {
-            // Valid UTF-8 (the usual case) is taken as it is, without a copy.
-            Ok(bytes) => String::from_utf8(bytes)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        let Ok(file) = u16::try_from(files.len()) else {
+            fatal.push(config_problem(loaded, "more than 65535 list files".into()));
+            break;
+        };
+        files.push(shown(loaded, &path));
+        let read = match kind {
+            // Name lists are read a piece at a time: a million-line file is
+            // never in memory whole beside the table built from it.
+            Kind::Block | Kind::Allow => for_each_piece(&path, |piece, lines_before| {
+                domains.add_lines(file, piece, kind == Kind::Allow, lines_before)
+            }),
+            Kind::Ranges => std::fs::read(&path)
+                .map(|bytes| ranges.add_text(file, &String::from_utf8_lossy(&bytes))),
+        };
+        let errors = match read {
+            Ok(errors) => errors,
             Err(e) => {
                 fatal.push(Problem {
                     path: path.clone(),
@@ -313,16 +369,6 @@ pub fn load(loaded: &Loaded) -> Load {
                 });
                 continue;
             }
-        };
-        let Ok(file) = u16::try_from(files.len()) else {
-            fatal.push(config_problem(loaded, "more than 65535 list files".into()));
-            break;
-        };
-        files.push(shown(loaded, &path));
-        let errors = match kind {
-            Kind::Block => domains.add_text(file, &text, false),
-            Kind::Allow => domains.add_text(file, &text, true),
-            Kind::Ranges => ranges.add_text(file, &text),
         };
         problems.extend(errors.into_iter().map(|e| Problem {
             path: path.clone(),
@@ -415,7 +461,61 @@ impl Blocking {
         self.current.load()
     }
 
+    /// Puts `policy` in place. The old one is freed here, on the caller's
+    /// (reload) thread, once the queries still holding it are done: freeing
+    /// tens of megabytes on a query's thread would hold that query up.
     pub fn swap(&self, policy: Policy) {
-        self.current.store(Arc::new(policy));
+        let old = self.current.swap(Arc::new(policy));
+        let deadline = Instant::now() + std::time::Duration::from_millis(200);
+        while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(old);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_read_in_pieces_keeps_its_line_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.txt");
+        // About 3 pieces, a broken line in the third, and no final newline.
+        let mut text = String::new();
+        for n in 1..=150_000 {
+            match n {
+                120_000 => text.push_str("bad name.example\n"),
+                _ => text.push_str(&format!("host{n}.example.test\n")),
+            }
+        }
+        text.push_str("last.example.test");
+        assert!(text.len() > 2 * PIECE);
+        std::fs::write(&path, &text).unwrap();
+
+        let mut builder = DomainSetBuilder::new();
+        builder.add_text(0, "first.example\n", false);
+        let mut pieces = 0;
+        let errors = for_each_piece(&path, |piece, before| {
+            pieces += 1;
+            builder.add_lines(1, piece, false, before)
+        })
+        .unwrap();
+        assert!(pieces >= 3, "{pieces} pieces");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].line, 120_000);
+        builder.add_text(2, "after.example\n", false);
+        let set = builder.build();
+        let line_of = |name: &str| match set.check(name) {
+            Verdict::Blocked(m) => (m.rule.file, m.rule.line),
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(line_of("first.example"), (0, 1));
+        assert_eq!(line_of("host1.example.test"), (1, 1));
+        assert_eq!(line_of("host77777.example.test"), (1, 77_777));
+        assert_eq!(line_of("host149999.example.test"), (1, 149_999));
+        assert_eq!(line_of("last.example.test"), (1, 150_001));
+        assert_eq!(line_of("after.example"), (2, 1));
     }
 }

@@ -404,8 +404,28 @@ impl DomainSetBuilder {
     /// side when `as_allow` (an allow file) or when written as `@@…`
     /// exceptions. Returns the line errors; those lines are skipped.
     pub fn add_text(&mut self, file: u16, text: &str, as_allow: bool) -> Vec<LineError> {
-        let base = self.next_base;
-        self.files.push((base, file));
+        self.add_lines(file, text, as_allow, 0)
+    }
+
+    /// Like [`add_text`](Self::add_text) for a piece of a file that starts
+    /// after `lines_before` lines (whole lines only): a large list is read
+    /// and parsed a piece at a time instead of held in memory whole. Pieces
+    /// of one file come one after another, starting with `lines_before` 0.
+    pub fn add_lines(
+        &mut self,
+        file: u16,
+        text: &str,
+        as_allow: bool,
+        lines_before: u32,
+    ) -> Vec<LineError> {
+        let base = match self.files.last() {
+            Some(&(base, last)) if lines_before > 0 && last == file => base,
+            _ => {
+                self.files.push((self.next_base, file));
+                self.next_base
+            }
+        };
+        let base = base.saturating_add(lines_before);
         // About one pending slot a line: size the buffer for the file up front.
         // Growth is at least 1/4 (amortized linear over many small files) but
         // not the 2x of plain `reserve`, which would double a large buffer.
@@ -460,6 +480,9 @@ impl DomainSetBuilder {
             max_line = max_line.max(last.line);
         }
         self.next_base = base.saturating_add(max_line).min(GLID_MAX);
+        for error in &mut errors {
+            error.line = error.line.saturating_add(lines_before);
+        }
         errors.shrink_to_fit();
         errors
     }
