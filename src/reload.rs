@@ -75,7 +75,10 @@ pub fn spawn(loaded: Loaded, pipeline: Arc<Pipeline>) -> Reloader {
     }
     std::thread::Builder::new()
         .name("sinkd-reload".into())
-        .spawn(move || run(loaded, pipeline, rx, watcher, watched))
+        .spawn(move || {
+            yield_to_queries();
+            run(loaded, pipeline, rx, watcher, watched)
+        })
         .expect("spawn the reload thread");
     Reloader(tx)
 }
@@ -109,6 +112,22 @@ impl OwnLog {
                         .starts_with(log.name.as_encoded_bytes())
                 }) && absolute(p).parent() == Some(log.dir.as_path())
             })
+    }
+}
+
+/// Runs this thread at the lowest priority (nice 19): rebuilding a
+/// million-name list takes a few hundred milliseconds of CPU, and on a
+/// one-core box a query must not wait behind it for the scheduler's next
+/// turn. Under load the reload still gets its share and finishes.
+fn yield_to_queries() {
+    // SAFETY: plain system calls; on Linux PRIO_PROCESS with a thread ID
+    // sets that one thread's nice value.
+    let failed = unsafe {
+        let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, thread, 19) != 0
+    };
+    if failed {
+        debug!(error = %std::io::Error::last_os_error(), "cannot lower the reload thread's priority");
     }
 }
 
