@@ -31,6 +31,14 @@ size = ${SINKD_CACHE_SIZE:-100000}
 
 [blocking]
 lists = ["$BL"]
+
+# As people run it: the query log (querylog.jsonl in WORKDIR, every query)
+# and metrics on.
+[querylog]
+enabled = true
+
+[metrics]
+listen = "127.0.0.1:$((PORT + 1000))"
 CONF
 echo "sinkd-contender: $BIN serve -c $CONF"
 exec "$BIN" serve -c "$CONF"
