@@ -31,8 +31,16 @@ const SOCKETS: usize = 8;
 const QUERIES_PER_SOCKET: usize = 512;
 /// And its age at most: a port kept for minutes could be found by scanning.
 const SOCKET_LIFETIME: Duration = Duration::from_secs(10);
-/// Room for any UDP answer we invite (our EDNS payload is smaller).
+/// Room for any UDP datagram, whatever the upstream sends.
 const MAX_ANSWER: usize = 65_535;
+
+thread_local! {
+    /// Answers are read into this and copied out at their size: one buffer
+    /// per thread, not one per socket (a flood of misses keeps hundreds of
+    /// sockets open while they are rotated).
+    static ANSWER_BUFFER: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; MAX_ANSWER].into_boxed_slice());
+}
 
 /// The UDP side of one `udp://` upstream.
 pub struct UdpUpstream {
@@ -41,6 +49,8 @@ pub struct UdpUpstream {
     next: AtomicUsize,
     /// How long a retired socket keeps listening for late answers.
     grace: Duration,
+    /// Sockets open, current and retired.
+    open: Arc<AtomicUsize>,
 }
 
 /// One connected socket, and the queries waiting for an answer on it.
@@ -50,6 +60,15 @@ struct Socket {
     sent: AtomicUsize,
     opened: Instant,
     reader: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Replaced by a fresh socket: closes once no query waits on it.
+    retired: std::sync::atomic::AtomicBool,
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 struct Waiter {
@@ -67,6 +86,7 @@ impl UdpUpstream {
             slots: (0..SOCKETS).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
             grace: timeout + Duration::from_secs(1),
+            open: Arc::default(),
         }
     }
 
@@ -155,7 +175,10 @@ impl UdpUpstream {
             sent: AtomicUsize::new(1),
             opened: Instant::now(),
             reader: Mutex::new(None),
+            retired: std::sync::atomic::AtomicBool::new(false),
+            open: self.open.clone(),
         });
+        self.open.fetch_add(1, Ordering::Relaxed);
         let reader = tokio::spawn(read_answers(socket.clone()));
         *socket.reader.lock().unwrap_or_else(PoisonError::into_inner) = Some(reader.abort_handle());
         Ok(socket)
@@ -173,6 +196,13 @@ impl Drop for UdpUpstream {
 }
 
 impl Socket {
+    fn nobody_waits(&self) -> bool {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
     fn stop_reading(&self) {
         if let Some(reader) = self
             .reader
@@ -185,11 +215,21 @@ impl Socket {
     }
 }
 
-/// Lets a replaced socket hear the answers still owed to it, then closes it.
+/// Lets a replaced socket hear the answers still owed to it, then closes it:
+/// when the last is answered, or after `grace` at the latest.
 fn retire(socket: Arc<Socket>, grace: Duration) {
+    socket.retired.store(true, Ordering::Release);
+    if socket.nobody_waits() {
+        socket.stop_reading();
+        return;
+    }
+    // Weak: once its reader and waiters are gone, the socket closes at once.
+    let socket = Arc::downgrade(&socket);
     tokio::spawn(async move {
         tokio::time::sleep(grace).await;
-        socket.stop_reading();
+        if let Some(socket) = socket.upgrade() {
+            socket.stop_reading();
+        }
     });
 }
 
@@ -212,35 +252,43 @@ impl Drop for Forget<'_> {
 
 /// Hands each answer to the query waiting for its ID, if it repeats that
 /// query's question; anything else (late, duplicate, spoofed) is dropped.
-/// Runs until aborted (the socket retired or the upstream gone).
+/// Runs until aborted, or until its socket is retired and owes no answer.
 async fn read_answers(socket: Arc<Socket>) {
-    let mut buf = vec![0u8; MAX_ANSWER];
     loop {
-        let len = match socket.udp.recv(&mut buf).await {
-            Ok(len) => len,
-            // ICMP port unreachable and the like: the waiter times out and
-            // the server is marked failed by the caller.
-            Err(_) => continue,
-        };
-        let answer = &buf[..len];
-        if len < HEADER_LEN || answer[2] & 0x80 == 0 {
+        if socket.udp.readable().await.is_err() {
             continue;
         }
-        let id = u16::from_be_bytes([answer[0], answer[1]]);
-        let mut waiting = socket
-            .waiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let Some(waiter) = waiting.get(&id) else {
-            continue;
-        };
-        if !wire::repeats_question(answer, &waiter.question) {
-            continue;
+        ANSWER_BUFFER.with_borrow_mut(|buf| {
+            // ICMP port unreachable and the like come as errors: the waiter
+            // times out and the caller marks the server failed.
+            if let Ok(len) = socket.udp.try_recv(buf) {
+                deliver(&socket, &buf[..len]);
+            }
+        });
+        if socket.retired.load(Ordering::Acquire) && socket.nobody_waits() {
+            return;
         }
-        let waiter = waiting.remove(&id).expect("looked up above");
-        drop(waiting);
-        let _ = waiter.answer.send(answer.to_vec());
     }
+}
+
+fn deliver(socket: &Socket, answer: &[u8]) {
+    if answer.len() < HEADER_LEN || answer[2] & 0x80 == 0 {
+        return;
+    }
+    let id = u16::from_be_bytes([answer[0], answer[1]]);
+    let mut waiting = socket
+        .waiting
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let Some(waiter) = waiting.get(&id) else {
+        return;
+    };
+    if !wire::repeats_question(answer, &waiter.question) {
+        return;
+    }
+    let waiter = waiting.remove(&id).expect("looked up above");
+    drop(waiting);
+    let _ = waiter.answer.send(answer.to_vec());
 }
 
 #[cfg(test)]
@@ -345,6 +393,11 @@ mod tests {
             got.await.unwrap();
         }
         echo.abort();
+        // Replaced sockets with nothing owed close at once (not after the
+        // grace period): only the current ones stay open.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let open = upstream.open.load(Ordering::Relaxed);
+        assert!(open <= SOCKETS, "{open} sockets open after rotating");
         let ports = ports.lock().unwrap().len();
         assert!(
             ports >= 3 * SOCKETS,
