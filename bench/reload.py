@@ -99,6 +99,7 @@ def main():
     ap.add_argument("--size", type=int, default=1000000)
     ap.add_argument("--data", default=os.path.join(HERE, ".data"))
     ap.add_argument("--bin", default=os.environ.get("SINKD_BIN", os.path.join(REPO, "target/release/sinkd")))
+    ap.add_argument("--out", help="results directory (default bench/results/reload-<time>)")
     a = ap.parse_args()
 
     blocklist = os.path.join(a.data, "bl-%d-s42" % a.size, "blocklist.domains.txt")
@@ -109,7 +110,7 @@ def main():
         if not os.path.exists(path):
             sys.exit("missing %s: run bench/run.sh once to make the harness data" % path)
 
-    out = os.path.join(HERE, "results", "reload-" + time.strftime("%Y%m%d-%H%M%S"))
+    out = a.out or os.path.join(HERE, "results", "reload-" + time.strftime("%Y%m%d-%H%M%S"))
     work = os.path.join(out, "work")
     os.makedirs(work)
     list_copy = os.path.join(work, "list.txt")

@@ -35,9 +35,9 @@ while [ $# -gt 0 ]; do
 done
 
 # --- 1. tools (Debian 12, root) ---------------------------------------------
-# The harness's setup.sh also installs knot-resolver/pdns-recursor and builds
-# hickory-dns; only the load generator, the upstream and these two peers are
-# needed here. dnsmasq-base has the same binary as dnsmasq but no service.
+# The harness's setup.sh also builds hickory-dns (a long `cargo install`),
+# which is left out here. dnsmasq-base has the same binary as dnsmasq but no
+# service.
 apt_install() {
   [ "$(id -u)" = 0 ] || { echo "run.sh: need packages ($*): run as root or install them" >&2; exit 1; }
   TMP_POLICY=""
@@ -48,12 +48,13 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
   [ -n "$TMP_POLICY" ] && rm -f /usr/sbin/policy-rc.d
   if [ -d /run/systemd/system ]; then
-    for s in dnsmasq unbound nsd; do systemctl disable --now "$s" 2>/dev/null || true; done
+    for s in dnsmasq unbound nsd pdns-recursor kresd@1; do systemctl disable --now "$s" 2>/dev/null || true; done
   fi
 }
 if [ "$SETUP" = 1 ]; then
   PKGS=""
-  for t in dnsperf:dnsperf nsd:nsd unbound:unbound dnsmasq:dnsmasq-base taskset:util-linux python3:python3; do
+  for t in dnsperf:dnsperf nsd:nsd unbound:unbound dnsmasq:dnsmasq-base pdns_recursor:pdns-recursor \
+           kresd:knot-resolver taskset:util-linux python3:python3; do
     command -v "${t%%:*}" >/dev/null 2>&1 || PKGS="$PKGS ${t#*:}"
   done
   command -v cargo >/dev/null 2>&1 || { echo "run.sh: needs a Rust toolchain (cargo)" >&2; exit 1; }

@@ -1,0 +1,52 @@
+#!/bin/sh
+# The whole comparison in one command (about an hour on 2 cores):
+#
+#   bench/compare.sh [--skip-setup] [--skip-build]
+#
+# 1. pinned/      every peer (dnsmasq, Unbound, PowerDNS Recursor, Knot Resolver)
+#                 and sinkd: start with the 1M list, then blocked/hit/miss load
+#                 and latency, 3 clean runs each (bench/run.sh, the shared harness)
+# 2. unpinned/    sinkd with two threads and no pinning, same load
+# 3. size-N/      sinkd, blocked names, lists of 1k and 100k names (1M is in 1.)
+# 4. floor.txt    the do-nothing responder (../shared/bench/floor), 3 runs each
+#                 on the blocked and the hit query files
+# 5. reload-N/    bench/reload.py three times: the 1M list reloaded under 20k q/s
+# 6. RESULTS.md   bench/report.py over all of it, also copied to bench/RESULTS.md
+#
+# Everything on loopback. Results in bench/results/compare-<time>/.
+set -eu
+HERE=$(dirname "$(readlink -f "$0")")
+HARNESS=${SINKD_HARNESS:-/work/shared/bench}
+OUT=$HERE/results/compare-$(date +%Y%m%d-%H%M%S)
+SETUP="" BUILD=""
+for arg in "$@"; do
+  case "$arg" in
+    --skip-setup) SETUP=--skip-setup ;;
+    --skip-build) BUILD=--skip-build ;;
+    *) echo "usage: $0 [--skip-setup] [--skip-build]" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$OUT"
+echo "compare: results in $OUT"
+
+"$HERE/run.sh" $SETUP $BUILD --builtin dnsmasq,unbound,pdns-recursor,kresd --out "$OUT/pinned"
+"$HERE/run.sh" --skip-setup --skip-build --builtin none --modes unpinned --phases load --out "$OUT/unpinned"
+for size in 1000 100000; do
+  "$HERE/run.sh" --skip-setup --skip-build --builtin none --phases load --scenarios blocked \
+    --size "$size" --out "$OUT/size-$size"
+done
+for i in 1 2 3; do
+  for kind in blocked hit; do
+    case $kind in
+      blocked) QUERIES=$HERE/.data/q/blocked-1000000-s42.txt ;;
+      hit) QUERIES=$HERE/.data/q/hit-5000.txt ;;
+    esac
+    echo "$kind $("$HARNESS/floor/measure.sh" plain "$QUERIES")" | tee -a "$OUT/floor.txt"
+  done
+done
+for i in 1 2 3; do
+  python3 "$HERE/reload.py" --out "$OUT/reload-$i"
+done
+python3 "$HERE/report.py" "$OUT" > "$OUT/RESULTS.md"
+cp "$OUT/RESULTS.md" "$HERE/RESULTS.md"
+echo "compare: wrote $OUT/RESULTS.md and bench/RESULTS.md"

@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""Writes RESULTS.md for one `bench/compare.sh` run: peers and sinkd side by
+side, median [min..max] of every figure, and issue 6's targets checked.
+
+    report.py COMPARE_DIR > bench/RESULTS.md
+
+COMPARE_DIR holds what compare.sh made: pinned/ (harness run, every
+contender), unpinned/ (sinkd, two threads, no pinning), size-N/ (sinkd,
+blocked names, lists of N), floor.txt, reload-*/reload.json. Stdlib only.
+"""
+import glob
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+
+OURS = "sinkd"
+SCENARIOS = ("blocked", "hit", "miss")
+
+
+def load(path):
+    try:
+        with open(os.path.join(path, "results.json")) as f:
+            return json.load(f)
+    except OSError:
+        return None
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def span(values, fmt):
+    """median [min..max]"""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    m = fmt % statistics.median(values)
+    if len(values) == 1:
+        return m + " (1 run)"
+    return "%s [%s..%s]" % (m, fmt % min(values), fmt % max(values))
+
+
+def clean_runs(scenario):
+    runs = scenario.get("runs", [])
+    clean = [r for r in runs if r.get("clean")]
+    return clean or runs
+
+
+def load_block(results, name, mode):
+    return ((results or {}).get(name) or {}).get("load", {}).get(mode)
+
+
+def scenario(results, name, mode, scen):
+    block = load_block(results, name, mode)
+    return ((block or {}).get("scenarios") or {}).get(scen)
+
+
+def us_per_q(results, name, mode, scen):
+    sc = scenario(results, name, mode, scen)
+    return [r.get("server_us_per_q") for r in clean_runs(sc)] if sc else []
+
+
+def qps(results, name, mode, scen):
+    sc = scenario(results, name, mode, scen)
+    return [r.get("qps") for r in clean_runs(sc)] if sc else []
+
+
+def latencies(results, name, mode, scen, key):
+    sc = scenario(results, name, mode, scen)
+    return [1000 * r[key] for r in sc.get("latency_runs", []) if r.get(key) is not None] if sc else []
+
+
+def lost(results, name, mode, scen):
+    sc = scenario(results, name, mode, scen)
+    if not sc:
+        return None
+    runs = sc.get("runs", []) + sc.get("latency_runs", [])
+    return sum(r.get("lost", 0) or 0 for r in runs), sum(r.get("sent", 0) or 0 for r in runs)
+
+
+def dropped_log_lines(run_dir):
+    """Query-log lines sinkd dropped, from its 'query log closed' lines."""
+    total, seen = 0, False
+    for log in glob.glob(os.path.join(run_dir, "work", OURS + ".*", "server.log")):
+        with open(log, errors="replace") as f:
+            for m in re.finditer(r"dropped=(\d+) query log closed", f.read()):
+                total += int(m.group(1))
+                seen = True
+    return total if seen else None
+
+
+def floor_figures(path):
+    """{query file kind: [us/query, ...]} from floor/measure.sh output lines."""
+    figures = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                m = re.match(r"(\w+) floor \w+: .* server ([\d.]+) us/query", line)
+                if m:
+                    figures.setdefault(m.group(1), []).append(float(m.group(2)))
+    except OSError:
+        pass
+    return figures
+
+
+def machine():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = re.search(r"model name\s*:\s*(.*)", f.read()).group(1)
+    except (OSError, AttributeError):
+        pass
+    return "%s, %d cores, Linux %s" % (cpu, os.cpu_count(), platform.release())
+
+
+def main():
+    top = sys.argv[1]
+    pinned = load(os.path.join(top, "pinned"))
+    unpinned = load(os.path.join(top, "unpinned"))
+    if not pinned:
+        sys.exit("no pinned/results.json in %s" % top)
+    meta = pinned.get("_meta", {})
+    peers = [n for n in pinned if n not in ("_meta", OURS)]
+    names = peers + [OURS]
+    out = []
+    w = out.append
+
+    commit = "?"
+    command = os.path.join(top, "pinned", "command.txt")
+    if os.path.exists(command):
+        with open(command) as f:
+            m = re.search(r"sinkd: (.*)", f.read())
+            commit = m.group(1) if m else commit
+    w("# sinkd beside its peers: latest run\n")
+    w("Made by `bench/compare.sh` (see `bench/README.md`); this file is its output, unedited.\n")
+    w("- **Run**: %s .. %s, results in `%s`" % (meta.get("started"), meta.get("finished"), os.path.relpath(top, os.path.dirname(os.path.abspath(__file__)) + "/..")))
+    w("- **Machine**: %s; shared and noisy, so every figure is the median [min..max] of "
+      "the clean runs (runs where other processes used >= 0.1 core are retried)" % machine())
+    w("- **sinkd**: %s; query log on (every query, to a file), metrics on" % commit)
+    versions = meta.get("versions", {})
+    w("- **Peers**: " + "; ".join("%s" % v for k, v in versions.items() if v and k in (
+        "dnsmasq", "unbound", "pdns-recursor", "kresd")) + "; upstream %s; load %s" % (
+        versions.get("nsd (upstream)", "?"), versions.get("dnsperf", "?")))
+    args = meta.get("args", {})
+    w("- **Load**: `dnsperf -c %s -q %s -l %s`, %s clean runs per figure; latency at %s queries/s "
+      "(%s runs of %s s); list of %s names; pinned: server on CPU1, one thread; dnsperf and "
+      "NSD on CPU0\n" % (args.get("clients"), args.get("outstanding"), args.get("duration"), args.get("reps"),
+                         args.get("lat_qps"), args.get("lat_reps"), args.get("lat_duration"), args.get("size")))
+
+    # Startup
+    w("## Start with the million-name list\n")
+    w("| | ready (s) | peak memory (MiB) | with a 1k list (MiB) |")
+    w("| --- | --- | --- | --- |")
+    for n in names:
+        st = (pinned.get(n) or {}).get("startup") or {}
+        base = (st.get("baseline_1k") or {}).get("hwm_kb")
+        w("| %s | %s | %s | %s |" % (n, span(st.get("ready_s", []), "%.2f"),
+                                     span([k / 1024 for k in st.get("hwm_kb", [])], "%.0f"),
+                                     "%.0f" % (base / 1024) if base else "-"))
+    w("")
+
+    # Load, pinned
+    floors = floor_figures(os.path.join(top, "floor.txt"))
+    w("## Per query, pinned\n")
+    w("Server CPU µs per query (user + system of the server's processes / answered queries), "
+      "queries/s, and lost queries (of all sent in throughput and latency runs).\n")
+    w("| | " + " | ".join("%s µs/q | %s q/s" % (s, s) for s in SCENARIOS) + " | lost |")
+    w("| --- |" + " --- | --- |" * len(SCENARIOS) + " --- |")
+    for n in names:
+        cells = []
+        lost_total = sent_total = 0
+        for s in SCENARIOS:
+            cells.append(span(us_per_q(pinned, n, "pinned", s), "%.1f"))
+            cells.append(span([q / 1000 for q in qps(pinned, n, "pinned", s)], "%.1fk"))
+            ls = lost(pinned, n, "pinned", s)
+            if ls:
+                lost_total += ls[0]
+                sent_total += ls[1]
+        w("| %s | %s | %d of %d |" % (n, " | ".join(cells), lost_total, sent_total))
+    if floors:
+        w("| floor (`floor/measure.sh plain`) | %s | | %s | | | | |" % (
+            span(floors.get("blocked", []), "%.1f"), span(floors.get("hit", []), "%.1f")))
+    drops = dropped_log_lines(os.path.join(top, "pinned"))
+    w("\nsinkd's query log dropped %s lines in this run.\n" % ("?" if drops is None else drops))
+
+    # Own share
+    if floors:
+        w("### Own share: µs per query above the floor\n")
+        w("The floor is a responder that only flips each query into an answer "
+          "(`../shared/bench/floor`), measured in the same session: the kernel's share "
+          "that no server avoids.\n")
+        w("| | blocked | hit |")
+        w("| --- | --- | --- |")
+        own = {}
+        for n in names:
+            row = []
+            for s in ("blocked", "hit"):
+                f = med(floors.get(s, []))
+                u = med(us_per_q(pinned, n, "pinned", s))
+                own[(n, s)] = None if f is None or u is None else u - f
+                row.append("-" if own[(n, s)] is None else "%.2f" % own[(n, s)])
+            w("| %s | %s |" % (n, " | ".join(row)))
+        w("")
+
+    # Latency
+    w("## Latency at %s queries/s, pinned (ms)\n" % args.get("lat_qps"))
+    w("| | " + " | ".join("%s p50 | %s p99" % (s, s) for s in SCENARIOS) + " |")
+    w("| --- |" + " --- | --- |" * len(SCENARIOS))
+    for n in names:
+        cells = []
+        for s in SCENARIOS:
+            cells.append(span(latencies(pinned, n, "pinned", s, "p50"), "%.3f"))
+            cells.append(span(latencies(pinned, n, "pinned", s, "p99"), "%.3f"))
+        w("| %s | %s |" % (n, " | ".join(cells)))
+    w("")
+
+    # Memory at the end of the load phase
+    w("## Memory after the load phase (VmHWM, MiB)\n")
+    w("| | at ready | at the end |")
+    w("| --- | --- | --- |")
+    for n in names:
+        b = load_block(pinned, n, "pinned") or {}
+        w("| %s | %s | %s |" % (n, "%.0f" % (b["hwm_ready_kb"] / 1024) if b.get("hwm_ready_kb") else "-",
+                                 "%.0f" % (b["hwm_end_kb"] / 1024) if b.get("hwm_end_kb") else "-"))
+    w("")
+
+    # Scale: threads
+    if unpinned:
+        w("## Two threads, no pinning (sinkd)\n")
+        w("| | µs/q pinned, 1 thread | µs/q unpinned, 2 threads | ratio | q/s unpinned |")
+        w("| --- | --- | --- | --- | --- |")
+        for s in SCENARIOS:
+            p, u = med(us_per_q(pinned, OURS, "pinned", s)), med(us_per_q(unpinned, OURS, "unpinned", s))
+            w("| %s | %s | %s | %s | %s |" % (s, span(us_per_q(pinned, OURS, "pinned", s), "%.2f"),
+                                              span(us_per_q(unpinned, OURS, "unpinned", s), "%.2f"),
+                                              "%.2fx" % (u / p) if p and u else "-",
+                                              span([q / 1000 for q in qps(unpinned, OURS, "unpinned", s)], "%.1fk")))
+        w("")
+
+    # Scale: list size
+    sizes = []
+    for d in sorted(glob.glob(os.path.join(top, "size-*"))):
+        r = load(d)
+        if r:
+            sizes.append((int(d.rsplit("-", 1)[1]), r))
+    if sizes:
+        w("## Lookup cost by list size (sinkd, blocked names, pinned)\n")
+        w("| names in the list | µs/q | q/s |")
+        w("| --- | --- | --- |")
+        rows = [(size, r) for size, r in sizes] + [(args.get("size"), pinned)]
+        for size, r in sorted(rows, key=lambda x: x[0]):
+            w("| %s | %s | %s |" % ("{:,}".format(size), span(us_per_q(r, OURS, "pinned", "blocked"), "%.2f"),
+                                   span([q / 1000 for q in qps(r, OURS, "pinned", "blocked")], "%.1fk")))
+        w("")
+
+    # Reload under load
+    reloads = []
+    for path in sorted(glob.glob(os.path.join(top, "reload-*", "reload.json"))):
+        with open(path) as f:
+            reloads.append(json.load(f))
+    if reloads:
+        a = reloads[0]["args"]
+        w("## Reloading the million-name list under %s queries/s\n" % a["qps"])
+        w("`bench/reload.py`: pinned like above, half blocked names and half cache hits, %s s each; "
+          "the list is rewritten every %s s (each a full reload). %d runs.\n" % (a["duration"], a["every"], len(reloads)))
+        w("| | lost | p50 ms | p99 ms | p99 while a reload runs | reload takes (ms) |")
+        w("| --- | --- | --- | --- | --- | --- |")
+        for phase in ("baseline", "reloading"):
+            rs = [r["results"][phase] for r in reloads]
+            w("| %s | %d of %d | %s | %s | %s | %s |" % (
+                phase, sum(r["lost"] for r in rs), sum(r["sent"] or 0 for r in rs),
+                span([r["p50_ms"] for r in rs], "%.3f"), span([r["p99_ms"] for r in rs], "%.3f"),
+                span([r["p99_during_reload_ms"] for r in rs], "%.3f") if phase == "reloading" else "-",
+                span([ms for r in rs for ms in r["reload_ms"]], "%.0f") if phase == "reloading" else "-"))
+        w("")
+
+    # The targets
+    w("## Issue 6's targets\n")
+    best = {}
+    for s in SCENARIOS:
+        cands = [(med(us_per_q(pinned, n, "pinned", s)), n) for n in peers]
+        cands = [c for c in cands if c[0] is not None]
+        best[s] = min(cands) if cands else (None, None)
+    ours = {s: med(us_per_q(pinned, OURS, "pinned", s)) for s in SCENARIOS}
+    checks = []
+    if floors:
+        for s in ("blocked", "hit"):
+            f = med(floors.get(s, []))
+            b, who = best[s]
+            if b is not None and f is not None and ours[s] is not None:
+                checks.append(("own share, %s: sinkd %.2f µs vs half of the best peer's (%s, %.2f) = %.2f"
+                               % (s, ours[s] - f, who, b - f, (b - f) / 2), ours[s] - f <= (b - f) / 2))
+    b, who = best["miss"]
+    if b is not None and ours["miss"] is not None:
+        checks.append(("cache miss: sinkd %.1f µs vs best peer total (%s) %.1f" % (ours["miss"], who, b),
+                       ours["miss"] <= b))
+    for s in SCENARIOS:
+        peer_qps = [(med(qps(pinned, n, "pinned", s)), n) for n in peers]
+        peer_qps = [p for p in peer_qps if p[0] is not None]
+        mine = med(qps(pinned, OURS, "pinned", s))
+        if peer_qps and mine:
+            q, who = max(peer_qps)
+            checks.append(("queries/s, %s: sinkd %.1fk vs best peer (%s) %.1fk" % (s, mine / 1000, who, q / 1000),
+                           mine >= q))
+    st = (pinned.get(OURS) or {}).get("startup") or {}
+    if st.get("ready_s"):
+        checks.append(("ready with the 1M list: %.2f s (< 0.5 s)" % med(st["ready_s"]), med(st["ready_s"]) < 0.5))
+        peak = med(st["hwm_kb"]) / 1024
+        checks.append(("peak memory at start: %.0f MiB (< 50 MiB)" % peak, peak < 50))
+    for s in SCENARIOS:
+        for key in ("p50", "p99"):
+            peer_lat = [(med(latencies(pinned, n, "pinned", s, key)), n) for n in peers]
+            peer_lat = [p for p in peer_lat if p[0] is not None]
+            mine = med(latencies(pinned, OURS, "pinned", s, key))
+            if peer_lat and mine is not None:
+                l, who = min(peer_lat)
+                checks.append(("latency %s %s: sinkd %.3f ms vs best peer (%s) %.3f" % (s, key, mine, who, l),
+                               mine <= l))
+    if unpinned:
+        for s in SCENARIOS:
+            p, u = med(us_per_q(pinned, OURS, "pinned", s)), med(us_per_q(unpinned, OURS, "unpinned", s))
+            if p and u:
+                checks.append(("two threads unpinned, %s: %.2fx the pinned CPU per query (<= 1.10)" % (s, u / p),
+                               u / p <= 1.10))
+    if reloads:
+        rs = [r["results"] for r in reloads]
+        lost_q = sum(r["reloading"]["lost"] for r in rs)
+        ratio = med([r["reloading"]["p99_during_reload_ms"] / r["baseline"]["p99_ms"] for r in rs
+                     if r["reloading"]["p99_during_reload_ms"] and r["baseline"]["p99_ms"]])
+        checks.append(("reload under load: %d queries lost" % lost_q, lost_q == 0))
+        if ratio:
+            checks.append(("reload under load: p99 while reloading %.1fx the baseline p99 (<= 2x)" % ratio,
+                           ratio <= 2))
+    if sizes:
+        costs = [(size, med(us_per_q(r, OURS, "pinned", "blocked"))) for size, r in sizes]
+        costs.append((args.get("size"), ours["blocked"]))
+        costs = [c for c in costs if c[1]]
+        if len(costs) > 1:
+            lo, hi = min(c[1] for c in costs), max(c[1] for c in costs)
+            checks.append(("lookup cost from %s to %s names: %.2f to %.2f µs/q (within 10%%)"
+                           % ("{:,}".format(min(costs)[0]), "{:,}".format(max(costs)[0]), lo, hi), hi <= lo * 1.10))
+    for text, ok in checks:
+        w("- %s %s" % ("✅" if ok else "❌", text))
+    w("")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
