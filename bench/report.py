@@ -88,7 +88,7 @@ def dropped_log_lines(run_dir):
     total, seen = 0, False
     for log in glob.glob(os.path.join(run_dir, "work", OURS + ".*", "server.log")):
         with open(log, errors="replace") as f:
-            for m in re.finditer(r"dropped=(\d+) query log closed", f.read()):
+            for m in re.finditer(r"query log closed dropped=(\d+)", f.read()):
                 total += int(m.group(1))
                 seen = True
     return total if seen else None
@@ -138,13 +138,17 @@ def main():
             commit = m.group(1) if m else commit
     w("# sinkd beside its peers: latest run\n")
     w("Made by `bench/compare.sh` (see `bench/README.md`); this file is its output, unedited.\n")
-    w("- **Run**: %s .. %s, results in `%s`" % (meta.get("started"), meta.get("finished"), os.path.relpath(top, os.path.dirname(os.path.abspath(__file__)) + "/..")))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    w("- **Run**: %s .. %s, results in `%s`" % (meta.get("started"), meta.get("finished"),
+                                                os.path.relpath(os.path.abspath(top), repo)))
     w("- **Machine**: %s; shared and noisy, so every figure is the median [min..max] of "
       "the clean runs (runs where other processes used >= 0.1 core are retried)" % machine())
     w("- **sinkd**: %s; query log on (every query, to a file), metrics on" % commit)
     versions = meta.get("versions", {})
-    w("- **Peers**: " + "; ".join("%s" % v for k, v in versions.items() if v and k in (
-        "dnsmasq", "unbound", "pdns-recursor", "kresd")) + "; upstream %s; load %s" % (
+    shown = {"dnsmasq": "dnsmasq", "unbound": "Unbound", "pdns_recursor": "PowerDNS Recursor",
+             "kresd": "Knot Resolver"}
+    w("- **Peers**: " + "; ".join("%s `%s`" % (label, versions[key]) for key, label in shown.items()
+                                  if versions.get(key)) + "; upstream `%s`; load dnsperf `%s`" % (
         versions.get("nsd (upstream)", "?"), versions.get("dnsperf", "?")))
     args = meta.get("args", {})
     w("- **Load**: `dnsperf -c %s -q %s -l %s`, %s clean runs per figure; latency at %s queries/s "
