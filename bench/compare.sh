@@ -13,11 +13,12 @@
 # 5. reload-N/    bench/reload.py three times: the 1M list reloaded under 20k q/s
 # 6. RESULTS.md   bench/report.py over all of it, also copied to bench/RESULTS.md
 #
-# Everything on loopback. Results in bench/results/compare-<time>/.
+# Everything on loopback. Results in bench/results/c<MMDDhhmm>/.
 set -eu
 HERE=$(dirname "$(readlink -f "$0")")
 HARNESS=${SINKD_HARNESS:-/work/shared/bench}
-OUT=$HERE/results/compare-$(date +%Y%m%d-%H%M%S)
+# Short: PowerDNS Recursor puts a UNIX socket under it (at most 107 bytes).
+OUT=$HERE/results/c$(date +%m%d%H%M)
 SETUP="" BUILD=""
 for arg in "$@"; do
   case "$arg" in
