@@ -283,6 +283,26 @@ def main():
                 span([ms for r in rs for ms in r["reload_ms"]], "%.0f") if phase == "reloading" else "-"))
         w("")
 
+    # Run quality: the harness retries noisy throughput runs, not latency runs
+    noisy = []
+    for n in names:
+        for s in SCENARIOS:
+            sc = scenario(pinned, n, "pinned", s) or {}
+            for i, r in enumerate(sc.get("latency_runs", []), 1):
+                steal = (r.get("steal") or 0) / max(r.get("wall") or 1, 1)
+                if steal >= 0.1 or (r.get("foreign_cores") or 0) >= 0.1:
+                    noisy.append("%s %s latency run %d: hypervisor steal %.2f cores, other processes %.2f cores"
+                                 % (n, s, i, steal, r.get("foreign_cores") or 0))
+    w("## Run quality\n")
+    if noisy:
+        w("Latency runs are not retried when the machine is busy; these were measured while "
+          "something else took CPU (steal of 0.1 cores or more already moves p99 on 2 cores):\n")
+        for line in noisy:
+            w("- " + line)
+    else:
+        w("No latency run saw hypervisor steal or other processes of 0.1 cores or more.")
+    w("")
+
     # The targets
     w("## Issue 6's targets\n")
     best = {}
