@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tracing::{debug, info, warn};
 
@@ -28,7 +29,8 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 const MAX_DELAY: Duration = Duration::from_millis(600);
 
 enum Trigger {
-    Files(Vec<PathBuf>),
+    /// A file sinkd reads changed.
+    Changed(PathBuf),
     Signal,
     Because(String),
 }
@@ -53,11 +55,18 @@ impl Reloader {
 pub fn spawn(loaded: Loaded, pipeline: Arc<Pipeline>) -> Reloader {
     let (tx, rx) = mpsc::channel();
     let events = tx.clone();
-    let own_log = OwnLog::of(&loaded);
+    // What is watched changes with each reload; notify's thread drops every
+    // event that touches nothing sinkd reads (its own query log beside the
+    // config, say), so a busy file never wakes the reload thread.
+    let current = Arc::new(ArcSwap::from_pointee(loaded.clone()));
+    let relevant = current.clone();
     let watcher =
         notify::recommended_watcher(move |result: notify::Result<notify::Event>| match result {
-            Ok(event) if is_change(&event.kind) && !OwnLog::wrote_all(&own_log, &event.paths) => {
-                let _ = events.send(Trigger::Files(event.paths));
+            Ok(event) if is_change(&event.kind) => {
+                let loaded = relevant.load();
+                if let Some(path) = event.paths.into_iter().find(|p| is_relevant(&loaded, p)) {
+                    let _ = events.send(Trigger::Changed(path));
+                }
             }
             Ok(_) => {}
             Err(e) => warn!(error = %e, "watching lists"),
@@ -77,42 +86,10 @@ pub fn spawn(loaded: Loaded, pipeline: Arc<Pipeline>) -> Reloader {
         .name("sinkd-reload".into())
         .spawn(move || {
             yield_to_queries();
-            run(loaded, pipeline, rx, watcher, watched)
+            run(loaded, current, pipeline, rx, watcher, watched)
         })
         .expect("spawn the reload thread");
     Reloader(tx)
-}
-
-/// The query log and its rotations, which may well share a watched
-/// directory (the default puts the log beside the config): the writer's
-/// own writes are dropped on notify's thread, so a busy log does not wake
-/// the reload thread many times a second.
-struct OwnLog {
-    dir: PathBuf,
-    name: std::ffi::OsString,
-}
-
-impl OwnLog {
-    fn of(loaded: &Loaded) -> Option<OwnLog> {
-        let log = &loaded.config.querylog;
-        let path = absolute(&loaded.resolve(&log.path));
-        Some(OwnLog {
-            dir: path.parent()?.to_path_buf(),
-            name: path.file_name()?.to_owned(),
-        })
-        .filter(|_| log.enabled)
-    }
-
-    fn wrote_all(this: &Option<OwnLog>, paths: &[PathBuf]) -> bool {
-        let Some(log) = this else { return false };
-        !paths.is_empty()
-            && paths.iter().all(|p| {
-                p.file_name().is_some_and(|name| {
-                    name.as_encoded_bytes()
-                        .starts_with(log.name.as_encoded_bytes())
-                }) && absolute(p).parent() == Some(log.dir.as_path())
-            })
-    }
 }
 
 /// Runs this thread at the lowest priority (nice 19): rebuilding a
@@ -166,24 +143,19 @@ fn watch(watcher: &mut RecommendedWatcher, loaded: &Loaded, watched: &mut Vec<Pa
 
 fn run(
     mut loaded: Loaded,
+    current: Arc<ArcSwap<Loaded>>,
     pipeline: Arc<Pipeline>,
     triggers: mpsc::Receiver<Trigger>,
     mut watcher: Option<RecommendedWatcher>,
     mut watched: Vec<PathBuf>,
 ) {
     while let Ok(first) = triggers.recv() {
-        let Some(mut why) = describe(&loaded, first) else {
-            continue;
-        };
+        let mut why = describe(first);
         // Wait until the burst is over, then reload once.
         let started = Instant::now();
         while started.elapsed() < MAX_DELAY {
             match triggers.recv_timeout(DEBOUNCE) {
-                Ok(more) => {
-                    if let Some(more) = describe(&loaded, more) {
-                        why = more;
-                    }
-                }
+                Ok(more) => why = describe(more),
                 Err(_) => break,
             }
         }
@@ -196,6 +168,7 @@ fn run(
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         if let Some(fresh) = fresh {
             loaded = fresh;
+            current.store(Arc::new(loaded.clone()));
             if let Some(w) = watcher.as_mut() {
                 watch(w, &loaded, &mut watched);
             }
@@ -203,15 +176,12 @@ fn run(
     }
 }
 
-/// Why this trigger calls for a reload, or `None` if it does not.
-fn describe(loaded: &Loaded, trigger: Trigger) -> Option<String> {
+/// Why this trigger calls for a reload, for the log.
+fn describe(trigger: Trigger) -> String {
     match trigger {
-        Trigger::Signal => Some("SIGHUP".into()),
-        Trigger::Because(why) => Some(why),
-        Trigger::Files(paths) => paths
-            .into_iter()
-            .find(|p| is_relevant(loaded, p))
-            .map(|p| format!("{} changed", p.display())),
+        Trigger::Signal => "SIGHUP".into(),
+        Trigger::Because(why) => why,
+        Trigger::Changed(path) => format!("{} changed", path.display()),
     }
 }
 

@@ -278,6 +278,37 @@ async fn a_list_edited_while_clients_ask_takes_effect_without_a_failed_query() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn busy_files_sinkd_does_not_read_never_cause_a_reload() {
+    let upstream = Upstream::start(zone).await;
+    let sinkd = start(&upstream, DEFAULT);
+    // The query log beside the config, and another file written to often,
+    // in watched directories.
+    for i in 0..30 {
+        ask(sinkd.addr, &format!("q{i}.example.test."), RecordType::A).await;
+        std::fs::write(sinkd.path("lists/notes.bak"), format!("{i}\n")).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        !sinkd.querylog().is_empty(),
+        "the log was written meanwhile"
+    );
+    assert!(!sinkd.log().contains("reloading"), "{}", sinkd.log());
+
+    // A file it does read still reloads.
+    std::fs::write(
+        sinkd.path("lists/main.txt"),
+        format!("{LIST}new.example.test\n"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !sinkd.log().contains("reloading") {
+        assert!(Instant::now() < deadline, "the list edit reloaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sighup_and_config_edits_reload_and_a_lost_file_keeps_the_last_good_set() {
     let upstream = Upstream::start(zone).await;
     let sinkd = start(&upstream, DEFAULT);
