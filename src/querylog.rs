@@ -38,6 +38,9 @@ const WRITE_BUFFER: usize = 64 << 10;
 /// it past this.
 const SPARE_BUFFER_MAX: usize = 4 << 20;
 const WARN_EVERY: Duration = Duration::from_secs(60);
+/// Readers (`sinkd tail`, `sinkd report`) skip a "line" longer than this
+/// rather than buffer it: the writer never writes one.
+pub(crate) const MAX_LINE: usize = 1 << 20;
 
 /// The `[querylog]` section, as the caller resolved it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -618,7 +621,8 @@ fn rotate_files(path: &Path, keep: usize) -> io::Result<()> {
     fs::rename(path, numbered(path, 1))
 }
 
-fn numbered(path: &Path, n: usize) -> PathBuf {
+/// `path.N`: the N-th rotated file, for the writer and the readers alike.
+pub(crate) fn numbered(path: &Path, n: usize) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(format!(".{n}"));
     name.into()

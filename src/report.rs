@@ -16,10 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use crate::querylog::DeviceFilter;
+use crate::querylog::{DeviceFilter, MAX_LINE, numbered};
 
-/// A longer "line" is not one the writer wrote; it is skipped, not buffered.
-const MAX_LINE: usize = 1 << 20;
 /// Rotated files looked for beyond `path.1`; `keep` is far below this.
 const MAX_ROTATED: usize = 1000;
 /// More bars than this make a timeline unreadable on a phone, so longer
@@ -336,11 +334,7 @@ pub fn build(options: &ReportOptions) -> io::Result<Report> {
 /// `path.N` … `path.1`, then `path`: oldest first.
 fn log_files(path: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = (1..=MAX_ROTATED)
-        .map(|n| {
-            let mut name = path.as_os_str().to_owned();
-            name.push(format!(".{n}"));
-            PathBuf::from(name)
-        })
+        .map(|n| numbered(path, n))
         .take_while(|p| p.is_file())
         .collect();
     files.reverse();

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use crate::querylog::DeviceFilter;
+use crate::querylog::{DeviceFilter, MAX_LINE};
 
 /// How often a file at its end is looked at again.
 const POLL: Duration = Duration::from_millis(200);
@@ -23,8 +23,6 @@ const BACKLOG_LINES: usize = 10;
 /// make the start read a whole large file.
 const BACKLOG_SCAN: u64 = 8 << 20;
 const CHUNK: usize = 64 << 10;
-/// A longer "line" is not one the writer wrote; it is skipped, not buffered.
-const MAX_LINE: usize = 1 << 20;
 
 const WHO_WIDTH: usize = 21;
 const TYPE_WIDTH: usize = 5;
