@@ -114,9 +114,19 @@ impl Policy {
         format!("{} {}", self.location(m.rule.file, m.rule.line), m.pattern)
     }
 
-    fn location(&self, file: u16, line: u32) -> String {
-        let file = self.files.get(file as usize).map_or("?", |f| f.as_str());
-        format!("{file}:{line}")
+    /// `file:line`, written straight into the rule text (no `String` of its
+    /// own: this runs for every blocked query).
+    fn location(&self, file: u16, line: u32) -> impl std::fmt::Display + '_ {
+        struct Location<'a>(&'a str, u32);
+        impl std::fmt::Display for Location<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}:{}", self.0, self.1)
+            }
+        }
+        Location(
+            self.files.get(file as usize).map_or("?", |f| f.as_str()),
+            line,
+        )
     }
 
     /// Answer inspection: a CNAME target on a blocklist (CNAME cloaking) or an
