@@ -183,6 +183,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, pipeline: Arc<Pipeline>) {
                 continue;
             }
         };
+        let log_lines = crate::querylog::StagedLines::begin();
         for i in 0..received {
             let (packet, src, out) = batch.datagram(i);
             let Some(src) = src else { continue };
@@ -201,6 +202,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, pipeline: Arc<Pipeline>) {
                 }
             }
         }
+        drop(log_lines);
         batch.send(&socket).await;
     }
 }
