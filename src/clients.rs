@@ -260,8 +260,11 @@ struct NearKnown {
 const NEAR_MAX: usize = 1024;
 
 thread_local! {
-    static NEAR: std::cell::RefCell<HashMap<(u64, IpAddr), NearKnown>> =
-        std::cell::RefCell::new(HashMap::new());
+    // hashbrown's default hasher (foldhash, seeded per process like std's
+    // SipHash, a fraction of its cost): this runs on every query, and the
+    // map never holds more than NEAR_MAX clients.
+    static NEAR: std::cell::RefCell<hashbrown::HashMap<(u64, IpAddr), NearKnown>> =
+        std::cell::RefCell::new(hashbrown::HashMap::new());
 }
 
 impl Clients {
