@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::config::{ClientMatch, ClientRule, Loaded, Problem, format_mac, parse_mac};
 
@@ -289,22 +289,24 @@ impl Clients {
         self.generation.fetch_add(1, Ordering::Release);
     }
 
-    /// Re-reads the neighbour table every few seconds, off the query path.
+    /// Re-reads the neighbour table every few seconds on its own idle-only
+    /// thread: starting `ip` costs milliseconds of CPU that a query on a
+    /// one-core box must not wait behind.
     pub fn spawn_neighbour_refresh(self: &Arc<Self>) {
         let this = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                let Some(clients) = this.upgrade() else {
-                    return;
-                };
-                let table = tokio::task::spawn_blocking(Neighbours::read)
-                    .await
-                    .unwrap_or_default();
-                clients.neighbours.store(Arc::new(table));
-                drop(clients);
-                tokio::time::sleep(NEIGHBOURS_EVERY).await;
-            }
-        });
+        let started = std::thread::Builder::new()
+            .name("sinkd-neighbours".into())
+            .spawn(move || {
+                crate::yield_to_queries();
+                while let Some(clients) = this.upgrade() {
+                    clients.neighbours.store(Arc::new(Neighbours::read()));
+                    drop(clients);
+                    std::thread::sleep(NEIGHBOURS_EVERY);
+                }
+            });
+        if let Err(e) = started {
+            warn!(error = %e, "cannot start reading the neighbour table; devices go without MACs");
+        }
     }
 
     /// The device behind `ip` as of `now`, from the cache when fresh.

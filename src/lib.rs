@@ -23,7 +23,7 @@ pub mod wire;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Loaded;
 use crate::listener::{BindError, TCP_MAX_CONNECTIONS};
@@ -121,6 +121,27 @@ pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(),
         info!(dropped = log.dropped(), "query log closed");
     }
     Ok(())
+}
+
+/// Runs this thread only when no query needs the CPU (SCHED_IDLE; nice 19
+/// where that is refused), for background work: rebuilding a million-name
+/// list takes a few hundred milliseconds of CPU, and on a one-core box a
+/// query must not wait behind it. At nice 19 the scheduler still let the
+/// rebuild finish its slice first (p99 3x during a reload); an idle-policy
+/// thread is preempted the moment a query's thread wakes, and what it
+/// starts (`ip neigh`) inherits the policy. It still finishes in the idle
+/// time any home server has.
+pub(crate) fn yield_to_queries() {
+    // SAFETY: plain system calls; on Linux PRIO_PROCESS with a thread ID
+    // sets that one thread's nice value, and pid 0 means this thread.
+    let thread = unsafe { libc::syscall(libc::SYS_gettid) as libc::id_t };
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, thread, 19) } != 0 {
+        debug!(error = %std::io::Error::last_os_error(), "cannot lower the reload thread's priority");
+    }
+    let param = libc::sched_param { sched_priority: 0 };
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+        debug!(error = %std::io::Error::last_os_error(), "cannot make the reload thread idle-only");
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

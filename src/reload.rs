@@ -85,31 +85,11 @@ pub fn spawn(loaded: Loaded, pipeline: Arc<Pipeline>) -> Reloader {
     std::thread::Builder::new()
         .name("sinkd-reload".into())
         .spawn(move || {
-            yield_to_queries();
+            crate::yield_to_queries();
             run(loaded, current, pipeline, rx, watcher, watched)
         })
         .expect("spawn the reload thread");
     Reloader(tx)
-}
-
-/// Runs this thread only when no query needs the CPU (SCHED_IDLE; nice 19
-/// where that is refused): rebuilding a million-name list takes a few
-/// hundred milliseconds of CPU, and on a one-core box a query must not wait
-/// behind it. At nice 19 the scheduler still let the rebuild finish its
-/// slice first (p99 3x during a reload); an idle-policy thread is preempted
-/// the moment a query's thread wakes. It still finishes in the idle time
-/// any home server has.
-fn yield_to_queries() {
-    // SAFETY: plain system calls; on Linux PRIO_PROCESS with a thread ID
-    // sets that one thread's nice value, and pid 0 means this thread.
-    let thread = unsafe { libc::syscall(libc::SYS_gettid) as libc::id_t };
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, thread, 19) } != 0 {
-        debug!(error = %std::io::Error::last_os_error(), "cannot lower the reload thread's priority");
-    }
-    let param = libc::sched_param { sched_priority: 0 };
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
-        debug!(error = %std::io::Error::last_os_error(), "cannot make the reload thread idle-only");
-    }
 }
 
 /// Writes, creations, removals and renames; not opens, reads, or closes
