@@ -262,23 +262,30 @@ impl LocalZones {
 
     /// Whether `name` lies in a private reverse zone (see [`PRIVATE_REVERSE_ZONES`]).
     pub fn is_private_reverse(name: &str) -> bool {
-        PRIVATE_REVERSE_ZONES
-            .iter()
-            .any(|zone| name == *zone || name.ends_with(&format!(".{zone}")))
+        private_reverse_zone(name).is_some()
     }
 
     /// NXDOMAIN for a private reverse name nobody here knows.
     pub fn private_reverse_nxdomain(&self, name: &str) -> LocalAnswer {
-        let zone = PRIVATE_REVERSE_ZONES
-            .iter()
-            .find(|zone| name == **zone || name.ends_with(&format!(".{zone}")))
-            .expect("checked with is_private_reverse");
+        let zone = private_reverse_zone(name).expect("checked with is_private_reverse");
         LocalAnswer::Answer {
             rcode: ResponseCode::NXDomain,
             answers: Vec::new(),
             authority: vec![LocalZones::soa(zone, self.ttl)],
         }
     }
+}
+
+/// The private reverse zone `name` is in or under. Asked for every
+/// forwarded query, so no allocation, and one comparison for most names.
+fn private_reverse_zone(name: &str) -> Option<&'static str> {
+    if !name.ends_with(".arpa") {
+        return None;
+    }
+    PRIVATE_REVERSE_ZONES.iter().copied().find(|zone| {
+        name.strip_suffix(zone)
+            .is_some_and(|above| above.is_empty() || above.ends_with('.'))
+    })
 }
 
 /// The answer message for a local result, without OPT (added per client).
@@ -518,6 +525,9 @@ mod tests {
         assert_eq!(answers[0].data.to_string(), "nas.home.lan.");
         assert!(LocalZones::is_private_reverse("99.1.168.192.in-addr.arpa"));
         assert!(!LocalZones::is_private_reverse("8.8.8.8.in-addr.arpa"));
+        assert!(LocalZones::is_private_reverse("10.in-addr.arpa"));
+        assert!(!LocalZones::is_private_reverse("1.110.in-addr.arpa"));
+        assert!(!LocalZones::is_private_reverse("example.com"));
         assert_eq!(
             rcode_and_count(z.private_reverse_nxdomain("99.1.168.192.in-addr.arpa")),
             (ResponseCode::NXDomain, 0, 1)
