@@ -110,23 +110,22 @@ impl Policy {
         }
     }
 
+    /// `file:line pattern`, put together without the formatting machinery:
+    /// this runs for every blocked query.
     fn describe(&self, m: &Match) -> String {
-        format!("{} {}", self.location(m.rule.file, m.rule.line), m.pattern)
+        let mut line = itoa::Buffer::new();
+        [
+            self.file_name(m.rule.file),
+            ":",
+            line.format(m.rule.line),
+            " ",
+            &m.pattern,
+        ]
+        .concat()
     }
 
-    /// `file:line`, written straight into the rule text (no `String` of its
-    /// own: this runs for every blocked query).
-    fn location(&self, file: u16, line: u32) -> impl std::fmt::Display + '_ {
-        struct Location<'a>(&'a str, u32);
-        impl std::fmt::Display for Location<'_> {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                write!(f, "{}:{}", self.0, self.1)
-            }
-        }
-        Location(
-            self.files.get(file as usize).map_or("?", |f| f.as_str()),
-            line,
-        )
+    fn file_name(&self, file: u16) -> &str {
+        self.files.get(file as usize).map_or("?", |f| f.as_str())
     }
 
     /// Answer inspection: a CNAME target on a blocklist (CNAME cloaking) or an
@@ -149,10 +148,8 @@ impl Policy {
         }
         for &ip in answer.addresses() {
             if let Some((rule, net)) = self.ranges.check(ip) {
-                let rule = format!(
-                    "{} {net} (answer {ip})",
-                    self.location(rule.file, rule.line)
-                );
+                let file = self.file_name(rule.file);
+                let rule = format!("{file}:{} {net} (answer {ip})", rule.line);
                 return Some(self.block(rule, qtype));
             }
         }

@@ -178,7 +178,8 @@ struct Staged {
 }
 
 impl Staged {
-    fn add(&mut self, log: &QueryLog, line: &[u8]) {
+    /// Formats `record` straight into the staged lines (for `log`).
+    fn add(&mut self, log: &QueryLog, formatter: &mut LineFormatter, record: &Record) {
         if !self
             .log
             .as_ref()
@@ -187,7 +188,7 @@ impl Staged {
             self.publish();
             self.log = Some((log.shared.clone(), log.drops.clone()));
         }
-        self.lines.extend_from_slice(line);
+        formatter.append(record, &mut self.lines);
         self.count += 1;
     }
 
@@ -234,7 +235,8 @@ pub struct QueryLog {
 }
 
 thread_local! {
-    /// Each thread formats its lines here before taking the queue's lock.
+    /// Each thread formats its lines with this (and its buffer, outside a
+    /// batch) before taking the queue's lock.
     static SCRATCH: RefCell<LineFormatter> = RefCell::new(LineFormatter::default());
     static STAGED: RefCell<Staged> = RefCell::new(Staged::default());
 }
@@ -298,13 +300,13 @@ impl QueryLog {
         {
             return;
         }
-        SCRATCH.with_borrow_mut(|scratch| {
-            let line = scratch.format(record);
+        SCRATCH.with_borrow_mut(|formatter| {
             STAGED.with_borrow_mut(|staged| {
                 if staged.open {
-                    staged.add(self, line);
+                    staged.add(self, formatter, record);
                 } else {
-                    self.shared.enqueue(line, 1, &self.drops);
+                    self.shared
+                        .enqueue(formatter.format(record), 1, &self.drops);
                 }
             });
         });
@@ -723,7 +725,17 @@ struct LineFormatter {
 }
 
 impl LineFormatter {
+    /// The line for `r`, in this formatter's own buffer.
     fn format(&mut self, r: &Record) -> &[u8] {
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        self.append(r, &mut line);
+        self.line = line;
+        &self.line
+    }
+
+    /// Appends the line for `r` to `line`.
+    fn append(&mut self, r: &Record, line: &mut Vec<u8>) {
         let since_epoch = r.at.duration_since(UNIX_EPOCH).unwrap_or_default();
         if self.second != Some(since_epoch.as_secs()) {
             self.second = Some(since_epoch.as_secs());
@@ -731,8 +743,6 @@ impl LineFormatter {
             self.stamp.pop(); // the 'Z'
             self.stamp.push('.');
         }
-        let line = &mut self.line;
-        line.clear();
         line.extend_from_slice(b"{\"ts\":\"");
         line.extend_from_slice(self.stamp.as_bytes());
         let millis = since_epoch.subsec_millis();
@@ -788,7 +798,6 @@ impl LineFormatter {
         line.extend_from_slice(b",\"ms\":");
         push_millis(line, r.elapsed);
         line.extend_from_slice(b"}\n");
-        line
     }
 }
 

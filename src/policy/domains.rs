@@ -707,9 +707,9 @@ impl DomainSet {
 
     fn name_match(&self, p: Prov, suffix: &str, whole: bool) -> Match {
         let pattern = match p.kind {
-            RuleKind::Exact => format!("|{suffix}^"),
-            RuleKind::SubdomainsOnly => format!("*.{suffix}"),
-            _ => suffix.to_string(),
+            RuleKind::Exact => ["|", suffix, "^"].concat(),
+            RuleKind::SubdomainsOnly => ["*.", suffix].concat(),
+            _ => suffix.to_owned(),
         };
         debug_assert!(whole || p.kind != RuleKind::Exact);
         Match {
