@@ -854,8 +854,7 @@ fn push_string(line: &mut Vec<u8>, s: &str) {
 
 /// JSON string escaping: quotes, backslashes and control characters.
 fn escape_into(line: &mut Vec<u8>, s: &str) {
-    let plain = |b: u8| b >= 0x20 && b != b'"' && b != b'\\';
-    if s.bytes().all(plain) {
+    if !needs_escaping(s.as_bytes()) {
         line.extend_from_slice(s.as_bytes());
         return;
     }
@@ -872,6 +871,29 @@ fn escape_into(line: &mut Vec<u8>, s: &str) {
             b => line.push(b),
         }
     }
+}
+
+/// Whether `bytes` holds a quote, a backslash or a control character.
+/// Eight bytes a step: every line has a name and a rule to check, and
+/// byte by byte this was a sixth of a blocked query's instructions.
+fn needs_escaping(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Exact for "is any byte below n" when n <= 0x80 (bytes of 0x80 and
+    // up, UTF-8, never count).
+    let any_below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS != 0;
+    let any_equal = |word: u64, b: u8| any_below(word ^ (ONES * u64::from(b)), 1);
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let word = u64::from_ne_bytes(word.try_into().expect("eight bytes"));
+        if any_below(word, 0x20) || any_equal(word, b'"') || any_equal(word, b'\\') {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// A `fmt::Write` that escapes what it is given for a JSON string.
@@ -1192,6 +1214,22 @@ mod tests {
         assert_eq!(ms(Duration::from_micros(12_000)), "12.0");
         assert_eq!(ms(Duration::from_micros(153_206)), "153.21");
         assert_eq!(ms(Duration::ZERO), "0.0");
+    }
+
+    /// The word-at-a-time check agrees with the byte-by-byte one wherever
+    /// the odd byte sits.
+    #[test]
+    fn needs_escaping_finds_every_odd_byte() {
+        let odd = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+        let base = "blocklists/xiaomi.txt:12 tracking.miui.com é".as_bytes();
+        assert!(!needs_escaping(base));
+        for at in 0..base.len() {
+            for b in 0..=255u8 {
+                let mut bytes = base.to_vec();
+                bytes[at] = b;
+                assert_eq!(needs_escaping(&bytes), odd(b), "byte {b} at {at}");
+            }
+        }
     }
 
     #[test]
