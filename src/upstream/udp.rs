@@ -2,9 +2,9 @@
 //!
 //! hickory's UDP exchange opens, binds, registers and closes a socket for
 //! every query, and builds and parses whole messages around it: about half
-//! the cost of a cache miss. Here each thread keeps a few connected sockets:
-//! each query takes a random ID on one of its thread's, and one reader task
-//! per socket hands each answer to whoever waits for that ID and question.
+//! the cost of a cache miss. Here a few connected sockets are shared: each
+//! query takes a random ID on one of them, and one reader task per socket
+//! hands each answer to whoever waits for that ID and question.
 //!
 //! What the per-query socket bought was an unpredictable source port (the
 //! defence against off-path spoofing, with the random ID). That is kept by
@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 
 use crate::wire::{self, HEADER_LEN};
 
-/// Sockets open to one upstream at a time, per thread.
+/// Sockets open to one upstream at a time.
 const SOCKETS: usize = 8;
 /// Queries sent over one socket before it gives way to a new one.
 const QUERIES_PER_SOCKET: usize = 512;
@@ -45,19 +45,12 @@ thread_local! {
 /// The UDP side of one `udp://` upstream.
 pub struct UdpUpstream {
     server: SocketAddr,
-    /// Each thread asks over sockets of its own, registered with its own
-    /// runtime: an answer wakes the query's task on the thread it waits on.
-    slots: thread_local::ThreadLocal<Slots>,
+    slots: Vec<Mutex<Option<Arc<Socket>>>>,
+    next: AtomicUsize,
     /// How long a retired socket keeps listening for late answers.
     grace: Duration,
     /// Sockets open, current and retired.
     open: Arc<AtomicUsize>,
-}
-
-#[derive(Default)]
-struct Slots {
-    sockets: [Mutex<Option<Arc<Socket>>>; SOCKETS],
-    next: AtomicUsize,
 }
 
 /// One connected socket, and the queries waiting for an answer on it.
@@ -90,7 +83,8 @@ impl UdpUpstream {
     pub fn new(server: SocketAddr, timeout: Duration) -> UdpUpstream {
         UdpUpstream {
             server,
-            slots: thread_local::ThreadLocal::new(),
+            slots: (0..SOCKETS).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
             grace: timeout + Duration::from_secs(1),
             open: Arc::default(),
         }
@@ -146,8 +140,7 @@ impl UdpUpstream {
 
     /// The next socket in turn, replaced first if it is used up or too old.
     async fn socket(&self) -> io::Result<Arc<Socket>> {
-        let slots = self.slots.get_or_default();
-        let slot = &slots.sockets[slots.next.fetch_add(1, Ordering::Relaxed) % SOCKETS];
+        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % SOCKETS];
         {
             let current = slot.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(socket) = current.as_ref()
@@ -194,7 +187,7 @@ impl UdpUpstream {
 
 impl Drop for UdpUpstream {
     fn drop(&mut self) {
-        for slot in self.slots.iter().flat_map(|slots| &slots.sockets) {
+        for slot in &self.slots {
             if let Some(socket) = slot.lock().unwrap_or_else(PoisonError::into_inner).take() {
                 socket.stop_reading();
             }
