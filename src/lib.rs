@@ -132,15 +132,20 @@ pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(),
 /// starts (`ip neigh`) inherits the policy. It still finishes in the idle
 /// time any home server has.
 pub(crate) fn yield_to_queries() {
-    // SAFETY: plain system calls; on Linux PRIO_PROCESS with a thread ID
-    // sets that one thread's nice value, and pid 0 means this thread.
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain system calls on this thread (pid 0; on Linux
+    // PRIO_PROCESS with a thread ID sets that one thread's nice value).
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
+        return;
+    }
+    let idle_refused = std::io::Error::last_os_error();
     let thread = unsafe { libc::syscall(libc::SYS_gettid) as libc::id_t };
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, thread, 19) } != 0 {
-        debug!(error = %std::io::Error::last_os_error(), "cannot lower the reload thread's priority");
-    }
-    let param = libc::sched_param { sched_priority: 0 };
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
-        debug!(error = %std::io::Error::last_os_error(), "cannot make the reload thread idle-only");
+        debug!(
+            %idle_refused,
+            nice_refused = %std::io::Error::last_os_error(),
+            "background work runs at normal priority"
+        );
     }
 }
 

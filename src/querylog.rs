@@ -3,10 +3,11 @@
 //!
 //! The query path formats its line into a per-thread scratch buffer (no
 //! allocation, no serde) and appends it to one shared buffer under a
-//! short lock; a UDP listener's batch of answers ([`StagedLines`]) hands its
-//! lines over together, one lock per batch. A writer thread wakes once per burst, lets lines gather for
-//! `GATHER`, and writes them with one system call: at 100k queries a second
-//! that is twenty writes, not 100k wake-ups. A slow or full disk must never
+//! short lock; a UDP listener's batch of answers ([`StagedLines`]) hands
+//! its lines over together, one lock per batch. A writer thread wakes once
+//! per burst, lets lines gather for `GATHER`, and writes them with one
+//! system call: at 100k queries a second that is twenty writes, not 100k
+//! wake-ups. A slow or full disk must never
 //! slow an answer, so past `QUEUE_CAPACITY` waiting lines a line is dropped
 //! and counted instead. The writer alone touches the file, rotates it and
 //! recovers from write errors.
