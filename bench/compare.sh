@@ -7,7 +7,9 @@
 #                 and sinkd: start with the 1M list, then blocked/hit/miss load
 #                 and latency, 3 clean runs each (bench/run.sh, the shared harness)
 # 2. unpinned/    sinkd with two threads and no pinning, same load
-# 3. size-N/      sinkd, blocked names, lists of 1k and 100k names (1M is in 1.)
+# 3. size-N/rR/   sinkd, blocked names, lists of 1k, 100k and 1M names: three
+#                 rounds, each round every size once, so that the machine's
+#                 drift over the minutes falls on every size alike
 # 4. floor.txt    the do-nothing responder (../shared/bench/floor), 3 runs each
 #                 on the blocked and the hit query files
 # 5. reload-N/    bench/reload.py three times: the 1M list reloaded under 20k q/s
@@ -32,9 +34,11 @@ echo "compare: results in $OUT"
 
 "$HERE/run.sh" $SETUP $BUILD --builtin dnsmasq,unbound,pdns-recursor,kresd --out "$OUT/pinned"
 "$HERE/run.sh" --skip-setup --skip-build --builtin none --modes unpinned --phases load --out "$OUT/unpinned"
-for size in 1000 100000; do
-  "$HERE/run.sh" --skip-setup --skip-build --builtin none --phases load --scenarios blocked \
-    --size "$size" --out "$OUT/size-$size"
+for round in 1 2 3; do
+  for size in 1000 100000 1000000; do
+    "$HERE/run.sh" --skip-setup --skip-build --builtin none --phases load --scenarios blocked \
+      --size "$size" --reps 1 --lat-reps 0 --out "$OUT/size-$size/r$round"
+  done
 done
 for i in 1 2 3; do
   for kind in blocked hit; do

@@ -5,8 +5,8 @@ side, median [min..max] of every figure, and issue 6's targets checked.
     report.py COMPARE_DIR > bench/RESULTS.md
 
 COMPARE_DIR holds what compare.sh made: pinned/ (harness run, every
-contender), unpinned/ (sinkd, two threads, no pinning), size-N/ (sinkd,
-blocked names, lists of N), floor.txt, reload-*/reload.json. Stdlib only.
+contender), unpinned/ (sinkd, two threads, no pinning), size-N/rR/ (sinkd,
+blocked names, lists of N, round R), floor.txt, reload-*/reload.json. Stdlib only.
 """
 import glob
 import json
@@ -246,20 +246,24 @@ def main():
                                               span([q / 1000 for q in qps(unpinned, OURS, "unpinned", s)], "%.1fk")))
         w("")
 
-    # Scale: list size
+    # Scale: list size, every size measured once per round (size-N/rR/)
     sizes = []
-    for d in sorted(glob.glob(os.path.join(top, "size-*"))):
-        r = load(d)
-        if r:
-            sizes.append((int(d.rsplit("-", 1)[1]), r))
+    for d in glob.glob(os.path.join(top, "size-*")):
+        rounds = [r for r in (load(rd) for rd in sorted(glob.glob(os.path.join(d, "r*")))) if r]
+        if rounds:
+            sizes.append((int(d.rsplit("-", 1)[1]),
+                          [v for r in rounds for v in us_per_q(r, OURS, "pinned", "blocked")],
+                          [q for r in rounds for q in qps(r, OURS, "pinned", "blocked")]))
+    sizes.sort()
     if sizes:
         w("## Lookup cost by list size (sinkd, blocked names, pinned)\n")
+        w("Three rounds, each measuring every size once in turn, so that drift over the minutes falls on "
+          "every size alike (one 10 s run per size per round).\n")
         w("| names in the list | µs/q | q/s |")
         w("| --- | --- | --- |")
-        rows = [(size, r) for size, r in sizes] + [(args.get("size"), pinned)]
-        for size, r in sorted(rows, key=lambda x: x[0]):
-            w("| %s | %s | %s |" % ("{:,}".format(size), span(us_per_q(r, OURS, "pinned", "blocked"), "%.2f"),
-                                   span([q / 1000 for q in qps(r, OURS, "pinned", "blocked")], "%.1fk")))
+        for size, costs, rates in sizes:
+            w("| %s | %s | %s |" % ("{:,}".format(size), span(costs, "%.2f"),
+                                   span([q / 1000 for q in rates], "%.1fk")))
         w("")
 
     # Reload under load
@@ -361,8 +365,7 @@ def main():
             checks.append(("reload under load: p99 while reloading %.1fx the baseline p99 (<= 2x)" % ratio,
                            ratio <= 2))
     if sizes:
-        costs = [(size, med(us_per_q(r, OURS, "pinned", "blocked"))) for size, r in sizes]
-        costs.append((args.get("size"), ours["blocked"]))
+        costs = [(size, med(values)) for size, values, _ in sizes]
         costs = [c for c in costs if c[1]]
         if len(costs) > 1:
             lo, hi = min(c[1] for c in costs), max(c[1] for c in costs)
