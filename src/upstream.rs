@@ -8,7 +8,6 @@
 //! used because it turns NXDOMAIN, NODATA, SERVFAIL and REFUSED into errors
 //! and drops the flags the client needs.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,7 +64,9 @@ pub struct Upstreams {
     timeout: Duration,
     context: Arc<PoolContext>,
     ttl: TtlPolicy,
-    inflight: Mutex<HashMap<Box<[u8]>, SharedLookup>>,
+    /// Keyed by the cache key, hashed twice per forwarded query: hashbrown's
+    /// seeded foldhash rather than std's SipHash, for the cost.
+    inflight: Mutex<hashbrown::HashMap<Box<[u8]>, SharedLookup>>,
     epoch: Instant,
 }
 
@@ -124,7 +125,7 @@ impl Upstreams {
             timeout,
             context: Arc::new(PoolContext::new(options, tls)),
             ttl,
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(hashbrown::HashMap::new()),
             epoch: Instant::now(),
         })
     }
