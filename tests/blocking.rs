@@ -401,3 +401,60 @@ fn check_reports_broken_lines_and_query_explains_verdicts() {
     let out = run(&["query", "example.org"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("forwarded"));
 }
+
+/// The scheduling policy of each of sinkd's threads, by thread name:
+/// field 41 of `/proc/PID/task/TID/stat` (0 normal, 5 SCHED_IDLE).
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let mut policies = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(task.join("comm")),
+            std::fs::read_to_string(task.join("stat")),
+        ) else {
+            continue;
+        };
+        // The name in field 2 may hold spaces: count fields after its ')'.
+        let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+        let policy = after_name.split_whitespace().nth(41 - 3).unwrap();
+        policies.push((comm.trim().to_string(), policy.parse().unwrap()));
+    }
+    policies
+}
+
+/// A reload of a million names takes a third of a second of CPU: it runs
+/// only when no query wants the CPU, and queries keep the normal policy.
+#[tokio::test(flavor = "multi_thread")]
+async fn reloads_run_at_idle_priority_and_queries_do_not() {
+    let upstream = Upstream::start(zone).await;
+    let sinkd = start(&upstream, DEFAULT);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let policies = loop {
+        let policies = thread_policies(sinkd.pid());
+        let reload_idle = policies
+            .iter()
+            .any(|(name, policy)| name == "sinkd-reload" && *policy == libc::SCHED_IDLE as u32);
+        if reload_idle || Instant::now() > deadline {
+            break policies;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let policy_of = |wanted: &str| {
+        policies
+            .iter()
+            .filter(|(name, _)| name == wanted)
+            .map(|(_, policy)| *policy)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        policy_of("sinkd-reload"),
+        [libc::SCHED_IDLE as u32],
+        "{policies:?}"
+    );
+    let workers = policy_of("tokio-rt-worker");
+    assert!(!workers.is_empty(), "{policies:?}");
+    assert!(
+        workers.iter().all(|&p| p == libc::SCHED_OTHER as u32),
+        "{policies:?}"
+    );
+}

@@ -308,6 +308,10 @@ impl Sinkd {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A config listening on 127.0.0.1:0 with the given upstreams and extra TOML.
     pub fn with_upstreams(upstreams: &[SocketAddr], extra: &str) -> Sinkd {
         Sinkd::start(&config_for(upstreams, extra))
