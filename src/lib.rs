@@ -64,10 +64,16 @@ pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(),
         }
     }
     let tcp_slots = Arc::new(Semaphore::new(TCP_MAX_CONNECTIONS));
+    let (stop_udp, udp_stopped) = tokio::sync::watch::channel(false);
+    let drain = config.upstream.timeout() + std::time::Duration::from_millis(500);
     let mut listeners = Vec::new();
     for b in bound {
-        println!("sinkd: listening on {} (udp, tcp)", b.addr);
-        listeners.extend(b.spawn(pipeline.clone(), tcp_slots.clone()));
+        let addr = b.addr;
+        let tcp = b
+            .spawn(pipeline.clone(), tcp_slots.clone(), &udp_stopped, drain)
+            .map_err(|e| StartError::Setup(format!("serving {addr}: {e}")))?;
+        println!("sinkd: listening on {addr} (udp, tcp)");
+        listeners.push(tcp);
     }
     info!(
         upstreams = ?pipeline.upstreams().servers().collect::<Vec<_>>(),
@@ -105,12 +111,11 @@ pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(),
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     // Stop taking queries, answer the ones already taken, then write out
     // the log: a restart loses nothing a client was promised.
+    let _ = stop_udp.send(true);
     for listener in listeners {
         listener.abort();
     }
-    let deadline = tokio::time::Instant::now()
-        + config.upstream.timeout()
-        + std::time::Duration::from_millis(500);
+    let deadline = tokio::time::Instant::now() + drain;
     while pipeline.in_flight() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }

@@ -1,5 +1,6 @@
 //! The front end: UDP sockets (one per worker thread, SO_REUSEPORT, so the
-//! kernel spreads clients across cores, each read and written in batches:
+//! kernel spreads clients across cores; each thread runs its own
+//! single-threaded runtime; datagrams are read and written in batches:
 //! `batch.rs`) and TCP with pipelining (RFC 7766).
 
 use std::io;
@@ -34,7 +35,8 @@ const UDP_RECV_BUFFER: usize = 4 << 20;
 /// Sockets bound for one `listen` address.
 pub struct Bound {
     pub addr: SocketAddr,
-    udp: Vec<UdpSocket>,
+    /// Registered with a runtime only on the worker thread that serves it.
+    udp: Vec<std::net::UdpSocket>,
     tcp: TcpListener,
 }
 
@@ -89,7 +91,7 @@ fn socket_for(addr: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<So
     Ok(socket)
 }
 
-fn bind_udp(addr: SocketAddr, sockets: usize) -> io::Result<Vec<UdpSocket>> {
+fn bind_udp(addr: SocketAddr, sockets: usize) -> io::Result<Vec<std::net::UdpSocket>> {
     let mut bound = Vec::with_capacity(sockets);
     let mut addr = addr;
     for _ in 0..sockets.max(1) {
@@ -100,7 +102,7 @@ fn bind_udp(addr: SocketAddr, sockets: usize) -> io::Result<Vec<UdpSocket>> {
         socket.bind(&addr.into())?;
         // With port 0 the first socket picks the port and the rest share it.
         addr = socket.local_addr()?.as_socket().expect("an IP socket");
-        bound.push(UdpSocket::from_std(socket.into())?);
+        bound.push(socket.into());
     }
     Ok(bound)
 }
@@ -137,20 +139,59 @@ pub fn bind(addr: SocketAddr, udp_sockets: usize) -> Result<Bound, BindError> {
 }
 
 impl Bound {
-    /// Runs every loop of this address; aborting the handles stops
-    /// accepting (queries already taken in are answered by their own tasks).
+    /// Runs every loop of this address: each UDP socket on a thread of its
+    /// own, TCP as a task of the calling runtime. Aborting the handle stops
+    /// TCP; `stop` turning true stops UDP. Queries already taken in are
+    /// answered: a UDP worker keeps its runtime (and the upstream tasks on
+    /// it) going until nothing is in flight or `drain` has passed.
     pub fn spawn(
         self,
         pipeline: Arc<Pipeline>,
         tcp_slots: Arc<Semaphore>,
-    ) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut handles = Vec::new();
+        stop: &tokio::sync::watch::Receiver<bool>,
+        drain: Duration,
+    ) -> io::Result<tokio::task::JoinHandle<()>> {
         for socket in self.udp {
-            handles.push(tokio::spawn(serve_udp(Arc::new(socket), pipeline.clone())));
+            spawn_udp_worker(socket, pipeline.clone(), stop.clone(), drain)?;
         }
-        handles.push(tokio::spawn(serve_tcp(self.tcp, pipeline, tcp_slots)));
-        handles
+        Ok(tokio::spawn(serve_tcp(self.tcp, pipeline, tcp_slots)))
     }
+}
+
+/// One thread, one socket, one single-threaded runtime: a query, its
+/// upstream exchange and its answer stay on one core, with no task handed
+/// between threads and no shared run queue.
+fn spawn_udp_worker(
+    socket: std::net::UdpSocket,
+    pipeline: Arc<Pipeline>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    drain: Duration,
+) -> io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("sinkd-udp".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let socket = match UdpSocket::from_std(socket) {
+                    Ok(socket) => Arc::new(socket),
+                    Err(e) => {
+                        warn!(error = %e, "cannot serve a UDP socket");
+                        return;
+                    }
+                };
+                tokio::select! {
+                    () = serve_udp(socket, pipeline.clone()) => {}
+                    _ = stop.wait_for(|stopping| *stopping) => {}
+                }
+                let deadline = tokio::time::Instant::now() + drain;
+                while pipeline.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+        })?;
+    Ok(())
 }
 
 /// The inline path, with a bug in it costing one query rather than the

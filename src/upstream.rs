@@ -1,9 +1,9 @@
 //! Upstream resolvers: transports, server selection and failover, and
 //! collapsing identical queries in flight.
 //!
-//! Plain UDP to an address is sinkd's own (`udp.rs`: shared sockets, not
-//! one per query); TCP, DoT, DoH and UDP to a name are hickory's connection
-//! provider. What goes over them is the client's question with its DO/CD/AD
+//! Plain UDP to an address is sinkd's own (`udp.rs`: a few sockets per
+//! thread, not one per query); TCP, DoT, DoH and UDP to a name are hickory's
+//! connection provider. What goes over them is the client's question with its DO/CD/AD
 //! bits, and what comes back is kept byte for byte. hickory's `NameServerPool` is not
 //! used because it turns NXDOMAIN, NODATA, SERVFAIL and REFUSED into errors
 //! and drops the flags the client needs.
@@ -83,8 +83,8 @@ struct Server {
     provider: TokioRuntimeProvider,
     /// A UDP server's TCP fallback for truncated answers.
     tcp_fallback: Mutex<Option<Conn>>,
-    /// `udp://` to an address: sinkd's own shared sockets, not hickory's
-    /// socket per query.
+    /// `udp://` to an address: sinkd's own sockets (a few per thread), not
+    /// hickory's socket per query.
     udp: Option<udp::UdpUpstream>,
 }
 

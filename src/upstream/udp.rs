@@ -2,9 +2,9 @@
 //!
 //! hickory's UDP exchange opens, binds, registers and closes a socket for
 //! every query, and builds and parses whole messages around it: about half
-//! the cost of a cache miss. Here a few connected sockets are shared: each
-//! query takes a random ID on one of them, and one reader task per socket
-//! hands each answer to whoever waits for that ID and question.
+//! the cost of a cache miss. Here each thread keeps a few connected sockets:
+//! each query takes a random ID on one of its thread's, and one reader task
+//! per socket hands each answer to whoever waits for that ID and question.
 //!
 //! What the per-query socket bought was an unpredictable source port (the
 //! defence against off-path spoofing, with the random ID). That is kept by
@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 use crate::wire::{self, HEADER_LEN};
 
-/// Sockets open to one upstream at a time.
+/// Sockets open to one upstream at a time, per thread.
 const SOCKETS: usize = 8;
 /// Queries sent over one socket before it gives way to a new one.
 const QUERIES_PER_SOCKET: usize = 512;
@@ -44,12 +44,19 @@ thread_local! {
 /// The UDP side of one `udp://` upstream.
 pub struct UdpUpstream {
     server: SocketAddr,
-    slots: Vec<Mutex<Option<Arc<Socket>>>>,
-    next: AtomicUsize,
+    /// Each thread asks over sockets of its own, registered with its own
+    /// runtime: an answer wakes the query's task on the thread it waits on.
+    slots: thread_local::ThreadLocal<Slots>,
     /// How long a retired socket keeps listening for late answers.
     grace: Duration,
     /// Sockets open, current and retired.
     open: Arc<AtomicUsize>,
+}
+
+#[derive(Default)]
+struct Slots {
+    sockets: [Mutex<Option<Arc<Socket>>>; SOCKETS],
+    next: AtomicUsize,
 }
 
 /// One connected socket, and the queries waiting for an answer on it.
@@ -84,8 +91,7 @@ impl UdpUpstream {
     pub fn new(server: SocketAddr, timeout: Duration) -> UdpUpstream {
         UdpUpstream {
             server,
-            slots: (0..SOCKETS).map(|_| Mutex::new(None)).collect(),
-            next: AtomicUsize::new(0),
+            slots: thread_local::ThreadLocal::new(),
             grace: timeout + Duration::from_secs(1),
             open: Arc::default(),
         }
@@ -141,7 +147,8 @@ impl UdpUpstream {
 
     /// The next socket in turn, replaced first if it is used up or too old.
     async fn socket(&self) -> io::Result<Arc<Socket>> {
-        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % SOCKETS];
+        let slots = self.slots.get_or_default();
+        let slot = &slots.sockets[slots.next.fetch_add(1, Ordering::Relaxed) % SOCKETS];
         {
             let current = slot.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(socket) = current.as_ref()
@@ -188,7 +195,7 @@ impl UdpUpstream {
 
 impl Drop for UdpUpstream {
     fn drop(&mut self) {
-        for slot in &self.slots {
+        for slot in self.slots.iter().flat_map(|slots| &slots.sockets) {
             if let Some(socket) = slot.lock().unwrap_or_else(PoisonError::into_inner).take() {
                 socket.stop_reading();
             }
