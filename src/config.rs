@@ -266,7 +266,8 @@ pub struct ServerConfig {
     /// Clients outside these networks get REFUSED.
     #[serde(default = "default_allow")]
     pub allow: Vec<IpNet>,
-    /// Worker threads (and UDP sockets per address); 0 means one per core.
+    /// Worker threads, and the most threads reading each address's UDP
+    /// socket (more than one only under load); 0 means one per core.
     #[serde(default)]
     pub threads: usize,
     /// A public name answered with a private, loopback or link-local address

@@ -33,7 +33,7 @@ use crate::pipeline::Pipeline;
 ///
 /// Prints one `listening on ADDR` line per address and then `ready` on
 /// stdout, so scripts and tests started with port 0 learn the port.
-pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(), StartError> {
+pub async fn serve(loaded: Loaded, udp_threads_per_address: usize) -> Result<(), StartError> {
     let signals = Signals::catch();
     let config = &loaded.config;
     if let Some(addr) = config.metrics.listen {
@@ -55,7 +55,7 @@ pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(),
 
     let mut bound = Vec::new();
     for &addr in &config.server.listen {
-        match listener::bind(addr, udp_sockets_per_address) {
+        match listener::bind(addr) {
             Ok(b) => bound.push(b),
             Err(e) if e.is_missing_ipv6() && config.server.listen.len() > 1 => {
                 warn!("{e} (no IPv6 on this host?); serving the other addresses");
@@ -70,7 +70,13 @@ pub async fn serve(loaded: Loaded, udp_sockets_per_address: usize) -> Result<(),
     for b in bound {
         let addr = b.addr;
         let tcp = b
-            .spawn(pipeline.clone(), tcp_slots.clone(), &udp_stopped, drain)
+            .spawn(
+                pipeline.clone(),
+                tcp_slots.clone(),
+                udp_threads_per_address,
+                &udp_stopped,
+                drain,
+            )
             .map_err(|e| StartError::Setup(format!("serving {addr}: {e}")))?;
         println!("sinkd: listening on {addr} (udp, tcp)");
         listeners.push(tcp);

@@ -1,12 +1,13 @@
-//! The front end: UDP sockets (one per worker thread, SO_REUSEPORT, so the
-//! kernel spreads clients across cores; each thread runs its own
-//! single-threaded runtime; datagrams are read and written in batches:
+//! The front end: UDP (one socket per address, read by threads of their own,
+//! each with a single-threaded runtime; more than one only while one cannot
+//! keep up, see [`Spill`]; datagrams are read and written in batches:
 //! `batch.rs`) and TCP with pipelining (RFC 7766).
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -35,8 +36,8 @@ const UDP_RECV_BUFFER: usize = 4 << 20;
 /// Sockets bound for one `listen` address.
 pub struct Bound {
     pub addr: SocketAddr,
-    /// Registered with a runtime only on the worker thread that serves it.
-    udp: Vec<std::net::UdpSocket>,
+    /// Registered with a runtime only on the threads that serve it.
+    udp: std::net::UdpSocket,
     tcp: TcpListener,
 }
 
@@ -91,20 +92,12 @@ fn socket_for(addr: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<So
     Ok(socket)
 }
 
-fn bind_udp(addr: SocketAddr, sockets: usize) -> io::Result<Vec<std::net::UdpSocket>> {
-    let mut bound = Vec::with_capacity(sockets);
-    let mut addr = addr;
-    for _ in 0..sockets.max(1) {
-        let socket = socket_for(addr, Type::DGRAM, Protocol::UDP)?;
-        socket.set_reuse_port(true)?;
-        // Best effort: the kernel caps it at net.core.rmem_max.
-        let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
-        socket.bind(&addr.into())?;
-        // With port 0 the first socket picks the port and the rest share it.
-        addr = socket.local_addr()?.as_socket().expect("an IP socket");
-        bound.push(socket.into());
-    }
-    Ok(bound)
+fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = socket_for(addr, Type::DGRAM, Protocol::UDP)?;
+    // Best effort: the kernel caps it at net.core.rmem_max.
+    let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -115,13 +108,13 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Binds UDP and TCP on `addr`, on the same port even when the port is 0.
-pub fn bind(addr: SocketAddr, udp_sockets: usize) -> Result<Bound, BindError> {
+pub fn bind(addr: SocketAddr) -> Result<Bound, BindError> {
     let fail = |source| BindError { addr, source };
     let attempts = if addr.port() == 0 { 20 } else { 1 };
     let mut last = None;
     for _ in 0..attempts {
-        let udp = bind_udp(addr, udp_sockets).map_err(fail)?;
-        let local = udp[0].local_addr().map_err(fail)?;
+        let udp = bind_udp(addr).map_err(fail)?;
+        let local = udp.local_addr().map_err(fail)?;
         match bind_tcp(local) {
             Ok(tcp) => {
                 return Ok(Bound {
@@ -139,30 +132,161 @@ pub fn bind(addr: SocketAddr, udp_sockets: usize) -> Result<Bound, BindError> {
 }
 
 impl Bound {
-    /// Runs every loop of this address: each UDP socket on a thread of its
-    /// own, TCP as a task of the calling runtime. Aborting the handle stops
-    /// TCP; `stop` turning true stops UDP. Queries already taken in are
-    /// answered: a UDP worker keeps its runtime (and the upstream tasks on
-    /// it) going until nothing is in flight or `drain` has passed.
+    /// Runs every loop of this address: UDP on `udp_threads` threads of its
+    /// own (see [`Spill`]), TCP as a task of the calling runtime. Aborting
+    /// the handle stops TCP; `stop` turning true stops UDP. Queries already
+    /// taken in are answered: a UDP thread keeps its runtime (and the
+    /// upstream tasks on it) going until nothing is in flight or `drain`
+    /// has passed.
     pub fn spawn(
         self,
         pipeline: Arc<Pipeline>,
         tcp_slots: Arc<Semaphore>,
+        udp_threads: usize,
         stop: &tokio::sync::watch::Receiver<bool>,
         drain: Duration,
     ) -> io::Result<tokio::task::JoinHandle<()>> {
-        for socket in self.udp {
-            spawn_udp_worker(socket, pipeline.clone(), stop.clone(), drain)?;
+        let spill = Arc::new(Spill::new(udp_threads.max(1) - 1));
+        for helper in 0..=spill.helpers {
+            let socket = self.udp.try_clone()?;
+            let role = (helper > 0).then_some(helper);
+            spawn_udp_thread(
+                socket,
+                role,
+                spill.clone(),
+                pipeline.clone(),
+                stop.clone(),
+                drain,
+            )?;
         }
         Ok(tokio::spawn(serve_tcp(self.tcp, pipeline, tcp_slots)))
     }
 }
 
-/// One thread, one socket, one single-threaded runtime: a query, its
-/// upstream exchange and its answer stay on one core, with no task handed
-/// between threads and no shared run queue.
-fn spawn_udp_worker(
+/// The threads serving one UDP socket share the load only when one cannot
+/// carry it. The first thread reads all the time; helper `i` reads while
+/// `wanted >= i`, asked in when the first is busy through a whole window and
+/// leaving when the two together would fit one thread again. Spreading a
+/// load one thread can carry costs more than it gives: each thread gets
+/// smaller batches and sleeps and wakes more often. On two cores shared with
+/// the load generator, two threads reading all the time spent 20-40% more
+/// CPU per query than one (six times the context switches).
+struct Spill {
+    helpers: usize,
+    wanted: AtomicUsize,
+    /// The first thread's load in its last window (per mille, low 16 bits)
+    /// and when that window ended (ms since `epoch`, the bits above).
+    first: AtomicU64,
+    epoch: Instant,
+    asked: tokio::sync::Notify,
+}
+
+/// How often each thread weighs its load.
+const LOAD_WINDOW: Duration = Duration::from_millis(100);
+/// A helper is asked in when the first thread worked this share (per mille)
+/// of a window.
+const JOIN_AT: u64 = 950;
+/// A helper leaves when its load and the first thread's add up to less.
+const LEAVE_BELOW: u64 = 800;
+
+impl Spill {
+    fn new(helpers: usize) -> Spill {
+        Spill {
+            helpers,
+            wanted: AtomicUsize::new(0),
+            first: AtomicU64::new(0),
+            epoch: Instant::now(),
+            asked: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The first thread ended a window with `load`.
+    fn first_load(&self, load: u64) {
+        tracing::trace!(load, "udp: the first thread's load");
+        self.first
+            .store(self.now_ms() << 16 | load, Ordering::Relaxed);
+        if load >= JOIN_AT {
+            let more = self
+                .wanted
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |wanted| {
+                    (wanted < self.helpers).then_some(wanted + 1)
+                });
+            if more.is_ok() {
+                debug!(load, "udp: the first thread is saturated; a helper joins");
+                self.asked.notify_waiters();
+            }
+        }
+    }
+
+    /// Whether `helper`, with `load` in the window it just ended, leaves.
+    fn helper_leaves(&self, helper: usize, load: u64) -> bool {
+        let first = self.first.load(Ordering::Relaxed);
+        // A first thread with no datagrams ends no window: a stale figure
+        // means it is idle.
+        let first_load =
+            if self.now_ms().saturating_sub(first >> 16) > 3 * LOAD_WINDOW.as_millis() as u64 {
+                0
+            } else {
+                first & 0xffff
+            };
+        first_load + load < LEAVE_BELOW
+            && self
+                .wanted
+                .compare_exchange(helper, helper - 1, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    async fn wait_until_wanted(&self, helper: usize) {
+        loop {
+            let asked = self.asked.notified();
+            if self.wanted.load(Ordering::Relaxed) >= helper {
+                return;
+            }
+            asked.await;
+        }
+    }
+}
+
+/// The share of wall-clock time a thread is not waiting for datagrams, by
+/// window: a thread that never finds its socket empty is behind.
+struct LoadMeter {
+    window_start: Instant,
+    waited: Duration,
+}
+
+impl LoadMeter {
+    fn new() -> LoadMeter {
+        LoadMeter {
+            window_start: Instant::now(),
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// At the end of a window, its load in per mille.
+    fn window_end(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        let elapsed = now - self.window_start;
+        if elapsed < LOAD_WINDOW {
+            return None;
+        }
+        let waited = (self.waited.as_micros() * 1000 / elapsed.as_micros().max(1)) as u64;
+        self.window_start = now;
+        self.waited = Duration::ZERO;
+        Some(1000u64.saturating_sub(waited))
+    }
+}
+
+/// One thread with a single-threaded runtime: a query, its upstream
+/// exchange and its answer stay on one core, with no task handed between
+/// threads and no shared run queue. `helper`: `None` for the first thread.
+fn spawn_udp_thread(
     socket: std::net::UdpSocket,
+    helper: Option<usize>,
+    spill: Arc<Spill>,
     pipeline: Arc<Pipeline>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     drain: Duration,
@@ -174,15 +298,8 @@ fn spawn_udp_worker(
         .name("sinkd-udp".into())
         .spawn(move || {
             runtime.block_on(async move {
-                let socket = match UdpSocket::from_std(socket) {
-                    Ok(socket) => Arc::new(socket),
-                    Err(e) => {
-                        warn!(error = %e, "cannot serve a UDP socket");
-                        return;
-                    }
-                };
                 tokio::select! {
-                    () = serve_udp(socket, pipeline.clone()) => {}
+                    () = serve_udp_thread(&socket, helper, &spill, &pipeline) => {}
                     _ = stop.wait_for(|stopping| *stopping) => {}
                 }
                 let deadline = tokio::time::Instant::now() + drain;
@@ -192,6 +309,36 @@ fn spawn_udp_worker(
             });
         })?;
     Ok(())
+}
+
+async fn serve_udp_thread(
+    socket: &std::net::UdpSocket,
+    helper: Option<usize>,
+    spill: &Spill,
+    pipeline: &Arc<Pipeline>,
+) {
+    loop {
+        if let Some(helper) = helper {
+            spill.wait_until_wanted(helper).await;
+        }
+        // A helper registers the socket with its runtime only while it
+        // reads: registered, every datagram would wake it.
+        match socket.try_clone().and_then(UdpSocket::from_std) {
+            Ok(registered) => {
+                serve_udp(Arc::new(registered), pipeline.clone(), helper, spill).await
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot serve a UDP socket");
+                // Asked in again when the first thread is next saturated.
+                if let Some(helper) = helper {
+                    spill.wanted.fetch_min(helper - 1, Ordering::Relaxed);
+                }
+            }
+        }
+        if helper.is_none() {
+            return;
+        }
+    }
 }
 
 /// The inline path, with a bug in it costing one query rather than the
@@ -212,11 +359,34 @@ fn answer_now(
     })
 }
 
-async fn serve_udp(socket: Arc<UdpSocket>, pipeline: Arc<Pipeline>) {
+/// Answers datagrams until a helper's turn ends (the first thread's never
+/// does).
+async fn serve_udp(
+    socket: Arc<UdpSocket>,
+    pipeline: Arc<Pipeline>,
+    helper: Option<usize>,
+    spill: &Spill,
+) {
     let mut batch = Batch::new();
     let mut key = Vec::with_capacity(300);
+    let mut meter = LoadMeter::new();
     loop {
-        let received = match batch.receive(&socket).await {
+        let received = match batch.try_receive(&socket) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let waiting = Instant::now();
+                let received = match helper {
+                    None => batch.receive(&socket).await,
+                    // A helper with nothing to read still weighs its load.
+                    Some(_) => tokio::time::timeout(LOAD_WINDOW, batch.receive(&socket))
+                        .await
+                        .unwrap_or(Ok(0)),
+                };
+                meter.waited += waiting.elapsed();
+                received
+            }
+            received => received,
+        };
+        let received = match received {
             Ok(received) => received,
             Err(e) => {
                 // ICMP errors from earlier sends surface here; keep serving.
@@ -245,6 +415,16 @@ async fn serve_udp(socket: Arc<UdpSocket>, pipeline: Arc<Pipeline>) {
         }
         drop(log_lines);
         batch.send(&socket).await;
+        if let Some(load) = meter.window_end() {
+            match helper {
+                None => spill.first_load(load),
+                Some(helper) if spill.helper_leaves(helper, load) => {
+                    debug!(load, "udp: the load fits one thread again; a helper leaves");
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
     }
 }
 
@@ -372,4 +552,69 @@ async fn serve_tcp_connection(
     }
     drop(answers);
     write_loop.await.unwrap_or(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers_join_one_at_a_time_while_the_first_thread_is_saturated() {
+        let spill = Spill::new(2);
+        spill.first_load(JOIN_AT - 1);
+        assert_eq!(spill.wanted.load(Ordering::Relaxed), 0);
+        spill.first_load(1000);
+        assert_eq!(spill.wanted.load(Ordering::Relaxed), 1);
+        spill.first_load(JOIN_AT);
+        spill.first_load(1000);
+        assert_eq!(
+            spill.wanted.load(Ordering::Relaxed),
+            2,
+            "no more than there are helpers"
+        );
+    }
+
+    #[test]
+    fn the_last_helper_leaves_when_the_load_fits_one_thread() {
+        let spill = Spill::new(2);
+        spill.first_load(1000);
+        spill.first_load(1000);
+        // Helper 1 is not the last one in: it stays.
+        assert!(!spill.helper_leaves(1, 0));
+        spill.first_load(500);
+        assert!(
+            !spill.helper_leaves(2, LEAVE_BELOW - 500),
+            "together a full thread's worth"
+        );
+        assert!(spill.helper_leaves(2, LEAVE_BELOW - 501));
+        assert_eq!(spill.wanted.load(Ordering::Relaxed), 1);
+        assert!(spill.helper_leaves(1, 0));
+        assert_eq!(spill.wanted.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn an_idle_first_thread_counts_as_no_load() {
+        let spill = Spill::new(1);
+        // A saturated window long ago, and nothing since.
+        spill.first.store(1000, Ordering::Relaxed);
+        spill.wanted.store(1, Ordering::Relaxed);
+        std::thread::sleep(LOAD_WINDOW * 4);
+        assert!(spill.helper_leaves(1, 100));
+    }
+
+    #[tokio::test]
+    async fn a_helper_waits_until_asked_in() {
+        let spill = Arc::new(Spill::new(1));
+        let waiting = tokio::spawn({
+            let spill = spill.clone();
+            async move { spill.wait_until_wanted(1).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        spill.first_load(1000);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("asked in")
+            .unwrap();
+    }
 }

@@ -50,6 +50,12 @@ impl Batch {
         }
     }
 
+    /// Takes in the datagrams waiting, up to [`BATCH`], without waiting:
+    /// `WouldBlock` when there are none.
+    pub fn try_receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        socket.try_io(Interest::READABLE, || self.recvmmsg(socket.as_raw_fd()))
+    }
+
     /// Waits for datagrams and takes in those waiting, up to [`BATCH`].
     /// Returns how many; `datagram(i)` for `i` below that is each one.
     pub async fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
