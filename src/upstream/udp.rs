@@ -82,7 +82,11 @@ impl Drop for Socket {
 struct Waiter {
     /// The question section we sent, which the answer must repeat.
     question: Box<[u8]>,
-    answer: oneshot::Sender<Vec<u8>>,
+    /// Taken by the first answer. The entry itself stays until the query is
+    /// done (`Forget`): removed at once, its ID could go to a new query
+    /// whose entry the old query's `Forget` would then remove, leaving the
+    /// new one with no answer ever ("the socket's reader stopped").
+    answer: Option<oneshot::Sender<Vec<u8>>>,
 }
 
 impl UdpUpstream {
@@ -122,7 +126,7 @@ impl UdpUpstream {
                 id,
                 Waiter {
                     question,
-                    answer: tx,
+                    answer: Some(tx),
                 },
             );
             id
@@ -288,15 +292,17 @@ fn deliver(socket: &Socket, answer: &[u8]) {
         .waiting
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    let Some(waiter) = waiting.get(&id) else {
+    let Some(waiter) = waiting.get_mut(&id) else {
         return;
     };
     if !wire::repeats_question(answer, &waiter.question) {
         return;
     }
-    let waiter = waiting.remove(&id).expect("looked up above");
+    let Some(sender) = waiter.answer.take() else {
+        return; // a duplicate
+    };
     drop(waiting);
-    let _ = waiter.answer.send(answer.to_vec());
+    let _ = sender.send(answer.to_vec());
 }
 
 #[cfg(test)]
@@ -352,6 +358,35 @@ mod tests {
             serve
         );
         assert_eq!(got.unwrap(), sent);
+    }
+
+    #[tokio::test]
+    async fn an_answered_id_stays_taken_until_its_query_is_done() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let upstream = UdpUpstream::new(server.local_addr().unwrap(), Duration::from_secs(2));
+        let socket = upstream.open().await.unwrap();
+        let request = client_query("a.example.");
+        let parsed = wire::Query::parse(&request).unwrap();
+        let (tx, mut rx) = oneshot::channel();
+        socket.waiting.lock().unwrap().insert(
+            7,
+            Waiter {
+                question: request[HEADER_LEN..parsed.question_end].into(),
+                answer: Some(tx),
+            },
+        );
+        let done = Forget {
+            socket: &socket,
+            id: 7,
+        };
+        let answer = answer_to(&request, 7, |_| {});
+        deliver(&socket, &answer);
+        deliver(&socket, &answer);
+        assert_eq!(rx.try_recv().unwrap(), answer);
+        // Answered but not yet done: a new query must not be given ID 7.
+        assert!(socket.waiting.lock().unwrap().contains_key(&7));
+        drop(done);
+        assert!(socket.waiting.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
