@@ -413,8 +413,9 @@ async fn serve_udp(
                 }
             }
         }
-        drop(log_lines);
         batch.send(&socket).await;
+        // The answers are out before their lines may wake the log writer.
+        drop(log_lines);
         if let Some(load) = meter.window_end() {
             match helper {
                 None => spill.first_load(load),

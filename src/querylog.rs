@@ -4,10 +4,11 @@
 //! The query path formats its line into a per-thread scratch buffer (no
 //! allocation, no serde) and appends it to one shared buffer under a
 //! short lock; a UDP listener's batch of answers ([`StagedLines`]) hands
-//! its lines over together, one lock per batch. A writer thread wakes once
-//! per burst, lets lines gather for `GATHER`, and writes them with one
-//! system call: at 100k queries a second that is twenty writes, not 100k
-//! wake-ups. A slow or full disk must never
+//! its lines over together, one lock per batch. A writer thread lets lines
+//! gather for `GATHER` and writes them with one system call: at 100k
+//! queries a second that is twenty writes, not 100k wake-ups. Under steady
+//! load it looks again every `GATHER` on its own; only the first line after
+//! a quiet spell wakes it, so no query pays for that. A slow or full disk must never
 //! slow an answer, so past `QUEUE_CAPACITY` waiting lines a line is dropped
 //! and counted instead. The writer alone touches the file, rotates it and
 //! recovers from write errors.
@@ -126,6 +127,10 @@ struct Queue {
     closed: bool,
     /// The writer is gone (or never ran): nothing will be written.
     writer_gone: bool,
+    /// The writer waits to be woken (it was idle through a whole gather).
+    /// Only then does a new line wake it: under steady load the writer
+    /// looks again on its own, and no query pays for waking it.
+    writer_waiting: bool,
 }
 
 struct Shared {
@@ -157,11 +162,11 @@ impl Shared {
             }
             return;
         }
-        let asleep = queue.count == 0 && queue.flushes.is_empty();
+        let asleep = queue.writer_waiting;
         queue.lines.extend_from_slice(lines);
         queue.count += count;
         drop(queue);
-        // The first lines of a burst wake the writer; the rest gather.
+        // The first lines after a quiet spell wake the writer; the rest gather.
         if asleep {
             self.wake.notify_one();
         }
@@ -279,6 +284,7 @@ impl QueryLog {
             out: Some(out),
             spare: Vec::new(),
             last_error: None,
+            busy: false,
         };
         let ignore = Arc::new(Ignore::new(&config.ignore));
         Ok((
@@ -479,6 +485,8 @@ struct Writer {
     /// The buffer the query path fills next, swapped with the full one.
     spare: Vec<u8>,
     last_error: Option<String>,
+    /// The last batch had lines: gather again before waiting to be woken.
+    busy: bool,
 }
 
 /// One batch taken from the queue.
@@ -521,28 +529,35 @@ impl Writer {
         }
     }
 
-    /// Waits for lines, a flush request or the end, lets a burst gather,
-    /// then takes everything queued.
+    /// Lets lines gather for `GATHER`, then takes everything queued. After
+    /// a gather that brought nothing, first waits for lines, a flush
+    /// request or the end.
     fn next_batch(&mut self) -> Batch {
         let shared = self.shared.clone();
         let mut queue = shared.lock();
-        while queue.count == 0 && queue.flushes.is_empty() && !queue.closed {
-            queue = shared
-                .wake
-                .wait(queue)
-                .unwrap_or_else(PoisonError::into_inner);
+        if !self.busy && queue.count == 0 {
+            queue.writer_waiting = true;
+            while queue.count == 0 && queue.flushes.is_empty() && !queue.closed {
+                queue = shared
+                    .wake
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            queue.writer_waiting = false;
         }
         if queue.flushes.is_empty() && !queue.closed {
             drop(queue);
             std::thread::sleep(GATHER);
             queue = shared.lock();
         }
-        Batch {
+        let batch = Batch {
             lines: std::mem::replace(&mut queue.lines, std::mem::take(&mut self.spare)),
             count: std::mem::take(&mut queue.count),
             flushes: std::mem::take(&mut queue.flushes),
             last: queue.closed,
-        }
+        };
+        self.busy = batch.count > 0;
+        batch
     }
 
     /// Reopens the file when `path` no longer names the one we hold (deleted,
@@ -1261,6 +1276,43 @@ mod tests {
         assert_eq!(got.len(), 4);
         assert!(got[3].contains("\"n3.example\""), "{}", got[3]);
         assert_eq!(log.dropped(), 6);
+    }
+
+    /// Under steady load the writer looks again on its own, so a query
+    /// never wakes it; after a gather with nothing it waits to be woken, and
+    /// the next line does wake it.
+    #[tokio::test]
+    async fn the_writer_is_woken_only_after_a_quiet_spell() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.jsonl");
+        let (log, writer) = QueryLog::open(config(path.clone()), 100, 0).unwrap();
+        writer.spawn().unwrap();
+        fn waiting(log: &QueryLog) -> bool {
+            log.shared.lock().writer_waiting
+        }
+        async fn until(log: &QueryLog, wanted: bool) {
+            for _ in 0..200 {
+                if waiting(log) == wanted {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("writer_waiting never became {wanted}");
+        }
+        until(&log, true).await;
+        log.record(&record("one.example"));
+        until(&log, false).await;
+        // Lines keep coming: between gathers the writer does not wait.
+        for i in 0..6 {
+            log.record(&record(&format!("steady{i}.example")));
+            assert!(!waiting(&log), "a steady stream left the writer waiting");
+            tokio::time::sleep(GATHER / 2).await;
+        }
+        // Quiet for two gathers: it waits again, and a new line still gets out.
+        until(&log, true).await;
+        log.record(&record("two.example"));
+        log.flush().await;
+        assert_eq!(lines(&path).len(), 8);
     }
 
     /// A batch's lines wait until it ends, each goes to its own log, and a
