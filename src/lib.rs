@@ -121,10 +121,7 @@ pub async fn serve(loaded: Loaded, udp_threads_per_address: usize) -> Result<(),
     for listener in listeners {
         listener.abort();
     }
-    let deadline = tokio::time::Instant::now() + drain;
-    while pipeline.in_flight() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    pipeline.until_answered(drain).await;
     info!(unanswered = pipeline.in_flight(), "shutting down");
     if let Some(log) = pipeline.querylog() {
         log.flush().await;

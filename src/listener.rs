@@ -147,11 +147,11 @@ impl Bound {
         drain: Duration,
     ) -> io::Result<tokio::task::JoinHandle<()>> {
         let spill = Arc::new(Spill::new(udp_threads.max(1) - 1));
+        let socket = Arc::new(self.udp);
         for helper in 0..=spill.helpers {
-            let socket = self.udp.try_clone()?;
             let role = (helper > 0).then_some(helper);
             spawn_udp_thread(
-                socket,
+                socket.clone(),
                 role,
                 spill.clone(),
                 pipeline.clone(),
@@ -284,7 +284,7 @@ impl LoadMeter {
 /// exchange and its answer stay on one core, with no task handed between
 /// threads and no shared run queue. `helper`: `None` for the first thread.
 fn spawn_udp_thread(
-    socket: std::net::UdpSocket,
+    socket: Arc<std::net::UdpSocket>,
     helper: Option<usize>,
     spill: Arc<Spill>,
     pipeline: Arc<Pipeline>,
@@ -302,10 +302,7 @@ fn spawn_udp_thread(
                     () = serve_udp_thread(&socket, helper, &spill, &pipeline) => {}
                     _ = stop.wait_for(|stopping| *stopping) => {}
                 }
-                let deadline = tokio::time::Instant::now() + drain;
-                while pipeline.in_flight() > 0 && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+                pipeline.until_answered(drain).await;
             });
         })?;
     Ok(())
@@ -321,8 +318,9 @@ async fn serve_udp_thread(
         if let Some(helper) = helper {
             spill.wait_until_wanted(helper).await;
         }
-        // A helper registers the socket with its runtime only while it
-        // reads: registered, every datagram would wake it.
+        // Each thread registers its own descriptor of the socket with its
+        // runtime, and a helper only while it reads: registered, every
+        // datagram would wake it.
         match socket.try_clone().and_then(UdpSocket::from_std) {
             Ok(registered) => {
                 serve_udp(Arc::new(registered), pipeline.clone(), helper, spill).await

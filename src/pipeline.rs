@@ -262,6 +262,15 @@ impl Pipeline {
         self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Waits until no query waits for an upstream, or `within` has passed.
+    /// The runtime awaiting this keeps running the upstream tasks on it.
+    pub async fn until_answered(&self, within: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Puts freshly loaded lists to work for the next query.
     pub fn swap_policy(&self, policy: Policy) {
         self.blocking.swap(policy);
