@@ -601,6 +601,71 @@ mod tests {
         assert!(spill.helper_leaves(1, 100));
     }
 
+    /// The path a helper takes only under saturation, which no load in the
+    /// tests reaches: asked in, it answers on the shared socket; with the
+    /// load gone it leaves, and a query still gets its answer afterwards
+    /// (from the first thread alone).
+    #[tokio::test]
+    async fn a_helper_answers_on_the_shared_socket_and_leaves_when_idle() {
+        use hickory_proto::op::{Message, Query, ResponseCode};
+        use hickory_proto::rr::{Name, RecordType};
+
+        let loaded = crate::config::Loaded {
+            config: crate::config::parse("[upstream]\nservers = [\"udp://127.0.0.1:9\"]\n")
+                .unwrap(),
+            path: "sinkd.toml".into(),
+        };
+        let pipeline = Arc::new(Pipeline::new(&loaded, crate::blocking::Policy::empty()).unwrap());
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let server = socket.local_addr().unwrap();
+        let spill = Spill::new(1);
+        spill.wanted.store(1, Ordering::Relaxed);
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // A private reverse name: answered here, no upstream asked.
+        let ask = || async {
+            let mut message = Message::query();
+            message.metadata.id = 7;
+            let name = Name::from_ascii("9.1.168.192.in-addr.arpa.").unwrap();
+            message.queries.push(Query::query(name, RecordType::PTR));
+            client
+                .send_to(&message.to_vec().unwrap(), server)
+                .await
+                .unwrap();
+            let mut buf = [0u8; 512];
+            let len = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf))
+                .await
+                .expect("an answer")
+                .unwrap();
+            Message::from_vec(&buf[..len]).unwrap()
+        };
+        let helper = serve_udp_thread(&socket, Some(1), &spill, &pipeline);
+        tokio::pin!(helper);
+        let test = async {
+            let answer = ask().await;
+            assert_eq!(answer.metadata.id, 7);
+            assert_eq!(answer.metadata.response_code, ResponseCode::NXDomain);
+            // Idle through its windows, with the first thread's load stale.
+            for _ in 0..100 {
+                if spill.wanted.load(Ordering::Relaxed) == 0 {
+                    break;
+                }
+                tokio::time::sleep(LOAD_WINDOW).await;
+            }
+            assert_eq!(spill.wanted.load(Ordering::Relaxed), 0, "the helper left");
+        };
+        tokio::select! {
+            () = &mut helper => panic!("a helper's thread never ends on its own"),
+            () = test => {}
+        }
+        // Gone from the socket: the first thread answers alone.
+        let first = serve_udp_thread(&socket, None, &spill, &pipeline);
+        tokio::select! {
+            () = first => panic!("the first thread never ends on its own"),
+            answer = ask() => assert_eq!(answer.metadata.response_code, ResponseCode::NXDomain),
+        }
+    }
+
     #[tokio::test]
     async fn a_helper_waits_until_asked_in() {
         let spill = Arc::new(Spill::new(1));
