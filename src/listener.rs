@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
@@ -321,7 +321,7 @@ async fn serve_udp_thread(
         // Each thread registers its own descriptor of the socket with its
         // runtime, and a helper only while it reads: registered, every
         // datagram would wake it.
-        match socket.try_clone().and_then(UdpSocket::from_std) {
+        match socket.try_clone().and_then(batch::listen) {
             Ok(registered) => {
                 serve_udp(Arc::new(registered), pipeline.clone(), helper, spill).await
             }
@@ -360,7 +360,7 @@ fn answer_now(
 /// Answers datagrams until a helper's turn ends (the first thread's never
 /// does).
 async fn serve_udp(
-    socket: Arc<UdpSocket>,
+    socket: Arc<batch::UdpListener>,
     pipeline: Arc<Pipeline>,
     helper: Option<usize>,
     spill: &Spill,
@@ -403,7 +403,7 @@ async fn serve_udp(
                     let (socket, upstream_pipeline) = (socket.clone(), pipeline.clone());
                     let task = tokio::spawn(async move {
                         let answer = upstream_pipeline.answer_upstream(pending).await;
-                        if let Err(e) = socket.send_to(&answer, src).await {
+                        if let Err(e) = batch::send_to(&socket, &answer, src).await {
                             debug!(%src, error = %e, "udp send");
                         }
                     });
@@ -621,7 +621,7 @@ mod tests {
         let server = socket.local_addr().unwrap();
         let spill = Spill::new(1);
         spill.wanted.store(1, Ordering::Relaxed);
-        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         // A private reverse name: answered here, no upstream asked.
         let ask = || async {
             let mut message = Message::query();

@@ -9,7 +9,42 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
+
+/// A UDP socket registered with the runtime for reading only. A socket
+/// also registered for writing (as `tokio::net::UdpSocket` always is) is
+/// woken after every send, when the kernel frees the datagram: with queries
+/// trickling in that is a second `epoll_wait` for each one. Writability is
+/// asked for only in the rare case the send buffer is full.
+pub type UdpListener = AsyncFd<std::net::UdpSocket>;
+
+/// Registers `socket` (non-blocking) for reading only.
+pub fn listen(socket: std::net::UdpSocket) -> io::Result<UdpListener> {
+    socket.set_nonblocking(true)?;
+    register(socket, Interest::READABLE)
+}
+
+fn register(socket: std::net::UdpSocket, interest: Interest) -> io::Result<UdpListener> {
+    // SAFETY: the socket owns its descriptor, and the AsyncFd owns the socket.
+    Ok(unsafe { AsyncFd::register_with_interest(socket, interest) }?)
+}
+
+/// Sends one datagram without waiting, unless the send buffer is full.
+pub async fn send_to(socket: &UdpListener, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
+    loop {
+        match socket.get_ref().send_to(datagram, to) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => until_writable(socket).await?,
+            sent => return sent,
+        }
+    }
+}
+
+/// Waits until the kernel has room for a datagram, through a duplicate
+/// descriptor registered for writing only for as long as the wait lasts.
+async fn until_writable(socket: &UdpListener) -> io::Result<()> {
+    let writer = register(socket.get_ref().try_clone()?, Interest::WRITABLE)?;
+    writer.writable().await.map(drop)
+}
 
 /// Datagrams taken in per system call.
 pub const BATCH: usize = 32;
@@ -52,18 +87,20 @@ impl Batch {
 
     /// Takes in the datagrams waiting, up to [`BATCH`], without waiting:
     /// `WouldBlock` when there are none.
-    pub fn try_receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-        socket.try_io(Interest::READABLE, || self.recvmmsg(socket.as_raw_fd()))
+    pub fn try_receive(&mut self, socket: &UdpListener) -> io::Result<usize> {
+        socket.try_io(Interest::READABLE, |socket| {
+            self.recvmmsg(socket.as_raw_fd())
+        })
     }
 
     /// Waits for datagrams and takes in those waiting, up to [`BATCH`].
     /// Returns how many; `datagram(i)` for `i` below that is each one.
-    pub async fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+    pub async fn receive(&mut self, socket: &UdpListener) -> io::Result<usize> {
         loop {
-            socket.readable().await?;
-            match socket.try_io(Interest::READABLE, || self.recvmmsg(socket.as_raw_fd())) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                result => return result,
+            let mut ready = socket.readable().await?;
+            match ready.try_io(|socket| self.recvmmsg(socket.as_raw_fd())) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
             }
         }
     }
@@ -121,12 +158,12 @@ impl Batch {
 
     /// Sends every marked answer, to the address its query came from. An
     /// answer the kernel refuses is skipped, not retried.
-    pub async fn send(&mut self, socket: &UdpSocket) {
+    pub async fn send(&mut self, socket: &UdpListener) {
         let mut sent = 0;
         while sent < self.ready.len() {
-            let result = match socket.try_io(Interest::WRITABLE, || self.sendmmsg(socket, sent)) {
+            let result = match self.sendmmsg(socket.get_ref(), sent) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if socket.writable().await.is_err() {
+                    if until_writable(socket).await.is_err() {
                         break;
                     }
                     continue;
@@ -144,7 +181,7 @@ impl Batch {
         self.ready.clear();
     }
 
-    fn sendmmsg(&mut self, socket: &UdpSocket, from: usize) -> io::Result<usize> {
+    fn sendmmsg(&mut self, socket: &std::net::UdpSocket, from: usize) -> io::Result<usize> {
         let count = self.ready.len() - from;
         for (slot, &i) in self.ready[from..].iter().enumerate() {
             self.iovecs[slot] = libc::iovec {
@@ -197,5 +234,46 @@ fn socket_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option
             Some(SocketAddrV6::new(ip, port, v6.sin6_flowinfo, v6.sin6_scope_id).into())
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The wait for room registers a second descriptor of the socket for
+    /// writing; the reading registration must come through it untouched.
+    #[tokio::test]
+    async fn waiting_for_room_to_send_leaves_the_socket_listening() {
+        let listener = listen(std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+        let address = listener.get_ref().local_addr().unwrap();
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let within = Duration::from_secs(5);
+
+        tokio::time::timeout(within, until_writable(&listener))
+            .await
+            .expect("a socket with an empty send buffer has room")
+            .unwrap();
+
+        let mut batch = Batch::new();
+        for query in [&b"first"[..], b"second"] {
+            client.send_to(query, address).await.unwrap();
+            let received = tokio::time::timeout(within, batch.receive(&listener))
+                .await
+                .expect("the query is read after the wait for room")
+                .unwrap();
+            assert_eq!(received, 1);
+            let (packet, from, _) = batch.datagram(0);
+            assert_eq!(packet, query);
+            send_to(&listener, b"answer", from.unwrap()).await.unwrap();
+            let mut answer = [0u8; 16];
+            let (len, _) = tokio::time::timeout(within, client.recv_from(&mut answer))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&answer[..len], b"answer");
+            until_writable(&listener).await.unwrap();
+        }
     }
 }
