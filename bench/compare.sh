@@ -1,19 +1,21 @@
 #!/bin/sh
-# The whole comparison in one command (about an hour on 2 cores):
+# The whole comparison in one command (about 40 minutes on 2 cores):
 #
 #   bench/compare.sh [--skip-setup] [--skip-build]
 #
-# 1. pinned/      every peer (dnsmasq, Unbound, PowerDNS Recursor, Knot Resolver)
-#                 and sinkd: start with the 1M list, then blocked/hit/miss load
-#                 and latency, 3 clean runs each (bench/run.sh, the shared harness)
+# 1. pinned/rR/   three rounds; in each, every peer (dnsmasq, Unbound, PowerDNS
+#                 Recursor, Knot Resolver) and sinkd once: start with the 1M
+#                 list, then blocked/hit/miss load and latency (bench/run.sh,
+#                 the shared harness), and right after them the floor
+#                 (bench/floor.sh: CPU per query and latency of the do-nothing
+#                 responder, into floor.txt). Each round's own shares are taken
+#                 against that round's floor, and the machine's drift over the
+#                 minutes falls on every server alike.
 # 2. unpinned/    sinkd with two threads and no pinning, same load
 # 3. size-N/rR/   sinkd, blocked names, lists of 1k, 100k and 1M names: three
-#                 rounds, each round every size once, so that the machine's
-#                 drift over the minutes falls on every size alike
-# 4. floor.txt    the do-nothing responder (../shared/bench/floor), 3 runs each
-#                 on the blocked and the hit query files
-# 5. reload-N/    bench/reload.py three times: the 1M list reloaded under 20k q/s
-# 6. RESULTS.md   bench/report.py over all of it, also copied to bench/RESULTS.md
+#                 rounds, each round every size once
+# 4. reload-N/    bench/reload.py three times: the 1M list reloaded under 20k q/s
+# 5. RESULTS.md   bench/report.py over all of it, also copied to bench/RESULTS.md
 #
 # Everything on loopback. Results in bench/results/c<MMDDhhmm>/.
 set -eu
@@ -32,21 +34,22 @@ done
 mkdir -p "$OUT"
 echo "compare: results in $OUT"
 
-"$HERE/run.sh" $SETUP $BUILD --builtin dnsmasq,unbound,pdns-recursor,kresd --out "$OUT/pinned"
+# The peers take turns at going first; sinkd, a --contender, runs after them.
+for round in 1 2 3; do
+  case $round in
+    1) PEERS=dnsmasq,unbound,pdns-recursor,kresd ;;
+    2) PEERS=pdns-recursor,kresd,dnsmasq,unbound ;;
+    3) PEERS=kresd,unbound,dnsmasq,pdns-recursor ;;
+  esac
+  "$HERE/run.sh" $SETUP $BUILD --builtin "$PEERS" --reps 1 --lat-reps 1 --out "$OUT/pinned/r$round"
+  SETUP=--skip-setup BUILD=--skip-build
+  "$HERE/floor.sh" "$round" | tee -a "$OUT/floor.txt"
+done
 "$HERE/run.sh" --skip-setup --skip-build --builtin none --modes unpinned --phases load --out "$OUT/unpinned"
 for round in 1 2 3; do
   for size in 1000 100000 1000000; do
     "$HERE/run.sh" --skip-setup --skip-build --builtin none --phases load --scenarios blocked \
       --size "$size" --reps 1 --lat-reps 0 --out "$OUT/size-$size/r$round"
-  done
-done
-for i in 1 2 3; do
-  for kind in blocked hit; do
-    case $kind in
-      blocked) QUERIES=$HERE/.data/q/blocked-1000000-s42.txt ;;
-      hit) QUERIES=$HERE/.data/q/hit-5000.txt ;;
-    esac
-    echo "$kind $("$HARNESS/floor/measure.sh" plain "$QUERIES")" | tee -a "$OUT/floor.txt"
   done
 done
 for i in 1 2 3; do

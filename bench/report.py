@@ -4,8 +4,9 @@ side, median [min..max] of every figure, and issue 6's targets checked.
 
     report.py COMPARE_DIR > bench/RESULTS.md
 
-COMPARE_DIR holds what compare.sh made: pinned/ (harness run, every
-contender), unpinned/ (sinkd, two threads, no pinning), size-N/rR/ (sinkd,
+COMPARE_DIR holds what compare.sh made: pinned/rR/ (harness run, every
+contender once, round R; or pinned/ from older runs, every contender three
+times), unpinned/ (sinkd, two threads, no pinning), size-N/rR/ (sinkd,
 blocked names, lists of N, round R), floor.txt, reload-*/reload.json. Stdlib only.
 """
 import glob
@@ -27,6 +28,52 @@ def load(path):
             return json.load(f)
     except OSError:
         return None
+
+
+def load_rounds(path):
+    """The harness runs under path/r*/ (one per round), or the one at path."""
+    rounds = [r for r in (load(d) for d in sorted(glob.glob(os.path.join(path, "r*")))) if r]
+    if rounds:
+        return rounds
+    single = load(path)
+    return [single] if single else []
+
+
+def merge(rounds):
+    """One results structure with every round's runs: figures become the
+    median [min..max] over all of them."""
+    merged = {"_meta": json.loads(json.dumps(rounds[0].get("_meta", {})))}
+    meta = merged["_meta"]
+    meta["finished"] = rounds[-1].get("_meta", {}).get("finished")
+    args = meta.setdefault("args", {})
+    for key in ("reps", "lat_reps"):
+        if args.get(key) is not None:
+            args[key] = args[key] * len(rounds)
+    for results in rounds:
+        for name, block in results.items():
+            if name == "_meta":
+                continue
+            into = merged.setdefault(name, {})
+            st = block.get("startup")
+            if st:
+                mst = into.setdefault("startup", {"runs": []})
+                mst["runs"] += st.get("runs", [])
+                if st.get("baseline_1k") and not mst.get("baseline_1k"):
+                    mst["baseline_1k"] = st["baseline_1k"]
+                if st.get("error"):
+                    mst["error"] = st["error"]
+                for key in ("ready_s", "hwm_kb"):
+                    mst[key] = [r[key] for r in mst["runs"] if r.get(key) is not None]
+            for mode, load_block_ in (block.get("load") or {}).items():
+                mload = into.setdefault("load", {}).setdefault(mode, {})
+                for key in ("hwm_ready_kb", "hwm_end_kb"):
+                    if load_block_.get(key):
+                        mload[key] = max(mload.get(key) or 0, load_block_[key])
+                for scen, sc in (load_block_.get("scenarios") or {}).items():
+                    msc = mload.setdefault("scenarios", {}).setdefault(scen, {"runs": [], "latency_runs": []})
+                    msc["runs"] += sc.get("runs", [])
+                    msc["latency_runs"] += sc.get("latency_runs", [])
+    return merged
 
 
 def med(values):
@@ -86,7 +133,7 @@ def lost(results, name, mode, scen):
 def dropped_log_lines(run_dir):
     """Query-log lines sinkd dropped, from its 'query log closed' lines."""
     total, seen = 0, False
-    for log in glob.glob(os.path.join(run_dir, "work", OURS + ".*", "server.log")):
+    for log in glob.glob(os.path.join(run_dir, "**", "work", OURS + ".*", "server.log"), recursive=True):
         with open(log, errors="replace") as f:
             for m in re.finditer(r"query log closed dropped=(\d+)", f.read()):
                 total += int(m.group(1))
@@ -95,17 +142,38 @@ def dropped_log_lines(run_dir):
 
 
 def floor_figures(path):
-    """{query file kind: [us/query, ...]} from floor/measure.sh output lines."""
-    figures = {}
+    """From bench/floor.sh's lines: ({kind: [us/query, ...]}, {(round, kind): us/query},
+    {(kind, "p50"|"p99"): [ms, ...]}). Rounds are None in older runs' lines."""
+    cost, by_round, latency = {}, {}, {}
     try:
         with open(path) as f:
             for line in f:
-                m = re.match(r"(\w+) floor \w+: .* server ([\d.]+) us/query", line)
+                m = re.match(r"(?:r(\d+) )?(\w+) floor \w+: .* server ([\d.]+) us/query", line)
                 if m:
-                    figures.setdefault(m.group(1), []).append(float(m.group(2)))
+                    cost.setdefault(m.group(2), []).append(float(m.group(3)))
+                    if m.group(1):
+                        by_round[(int(m.group(1)), m.group(2))] = float(m.group(3))
+                m = re.match(r"(?:r\d+ )?(\w+) floor latency: p50 ([\d.]+) ms p99 ([\d.]+) ms", line)
+                if m:
+                    latency.setdefault((m.group(1), "p50"), []).append(float(m.group(2)))
+                    latency.setdefault((m.group(1), "p99"), []).append(float(m.group(3)))
     except OSError:
         pass
-    return figures
+    return cost, by_round, latency
+
+
+def own_shares(rounds, floor_by_round, floors, name, scen):
+    """A server's µs per query above the floor: each round against that
+    round's floor when the floor was measured per round."""
+    if floor_by_round and len(rounds) > 1:
+        shares = []
+        for i, results in enumerate(rounds, 1):
+            u, f = med(us_per_q(results, name, "pinned", scen)), floor_by_round.get((i, scen))
+            if u is not None and f is not None:
+                shares.append(u - f)
+        return shares
+    u, f = med(us_per_q(rounds[0] if rounds else None, name, "pinned", scen)), med(floors.get(scen, []))
+    return [] if u is None or f is None else [u - f]
 
 
 def machine():
@@ -120,10 +188,11 @@ def machine():
 
 def main():
     top = sys.argv[1]
-    pinned = load(os.path.join(top, "pinned"))
+    rounds = load_rounds(os.path.join(top, "pinned"))
     unpinned = load(os.path.join(top, "unpinned"))
-    if not pinned:
-        sys.exit("no pinned/results.json in %s" % top)
+    if not rounds:
+        sys.exit("no pinned/r*/results.json or pinned/results.json in %s" % top)
+    pinned = merge(rounds)
     meta = pinned.get("_meta", {})
     peers = [n for n in pinned if n not in ("_meta", OURS)]
     names = peers + [OURS]
@@ -131,8 +200,10 @@ def main():
     w = out.append
 
     commit = "?"
-    command = os.path.join(top, "pinned", "command.txt")
-    if os.path.exists(command):
+    commands = sorted(glob.glob(os.path.join(top, "pinned", "r*", "command.txt"))) + [
+        os.path.join(top, "pinned", "command.txt")]
+    command = next((c for c in commands if os.path.exists(c)), None)
+    if command:
         with open(command) as f:
             m = re.search(r"sinkd: (.*)", f.read())
             commit = m.group(1) if m else commit
@@ -153,8 +224,13 @@ def main():
     args = meta.get("args", {})
     w("- **Load**: `dnsperf -c %s -q %s -l %s`, %s clean runs per figure; latency at %s queries/s "
       "(%s runs of %s s); list of %s names; pinned: server on CPU1, one thread; dnsperf and "
-      "NSD on CPU0\n" % (args.get("clients"), args.get("outstanding"), args.get("duration"), args.get("reps"),
+      "NSD on CPU0" % (args.get("clients"), args.get("outstanding"), args.get("duration"), args.get("reps"),
                          args.get("lat_qps"), args.get("lat_reps"), args.get("lat_duration"), args.get("size")))
+    if len(rounds) > 1:
+        w("- **Rounds**: %d; each runs every server once (the peers taking turns at going first) and "
+          "then the floor, so drift over the minutes falls on every server alike and each round's "
+          "own shares are taken against that round's floor" % len(rounds))
+    w("")
 
     # Startup
     w("## Start with the million-name list\n")
@@ -169,7 +245,7 @@ def main():
     w("")
 
     # Load, pinned
-    floors = floor_figures(os.path.join(top, "floor.txt"))
+    floors, floor_by_round, floor_latency = floor_figures(os.path.join(top, "floor.txt"))
     w("## Per query, pinned\n")
     w("Server CPU µs per query (user + system of the server's processes / answered queries), "
       "queries/s, and lost queries (of all sent in throughput and latency runs).\n")
@@ -187,7 +263,7 @@ def main():
                 sent_total += ls[1]
         w("| %s | %s | %d of %d |" % (n, " | ".join(cells), lost_total, sent_total))
     if floors:
-        w("| floor (`floor/measure.sh plain`) | %s | | %s | | | | |" % (
+        w("| floor (`bench/floor.sh`) | %s | | %s | | | | |" % (
             span(floors.get("blocked", []), "%.1f"), span(floors.get("hit", []), "%.1f")))
     drops = dropped_log_lines(os.path.join(top, "pinned"))
     w("\nsinkd's query log dropped %s lines in this run.\n" % ("?" if drops is None else drops))
@@ -196,19 +272,14 @@ def main():
     if floors:
         w("### Own share: µs per query above the floor\n")
         w("The floor is a responder that only flips each query into an answer "
-          "(`../shared/bench/floor`), measured in the same session: the kernel's share "
-          "that no server avoids.\n")
+          "(`../shared/bench/floor`), measured right after each round: the kernel's share "
+          "that no server avoids. Median [min..max] over the rounds of (the server's µs/q "
+          "minus that round's floor).\n")
         w("| | blocked | hit |")
         w("| --- | --- | --- |")
-        own = {}
         for n in names:
-            row = []
-            for s in ("blocked", "hit"):
-                f = med(floors.get(s, []))
-                u = med(us_per_q(pinned, n, "pinned", s))
-                own[(n, s)] = None if f is None or u is None else u - f
-                row.append("-" if own[(n, s)] is None else "%.2f" % own[(n, s)])
-            w("| %s | %s |" % (n, " | ".join(row)))
+            w("| %s | %s |" % (n, " | ".join(span(own_shares(rounds, floor_by_round, floors, n, s), "%.2f")
+                                            for s in ("blocked", "hit"))))
         w("")
 
     # Latency
@@ -221,6 +292,12 @@ def main():
             cells.append(span(latencies(pinned, n, "pinned", s, "p50"), "%.3f"))
             cells.append(span(latencies(pinned, n, "pinned", s, "p99"), "%.3f"))
         w("| %s | %s |" % (n, " | ".join(cells)))
+    if floor_latency:
+        w("| floor (`bench/floor.sh`) | %s | - | - |" % " | ".join(
+            span(floor_latency.get((s, key), []), "%.3f") for s in ("blocked", "hit") for key in ("p50", "p99")))
+        w("\nThe floor's row is the do-nothing responder at the same rate: at 2,000 queries/s "
+          "each query wakes an idle CPU, and that wake-up, not any server's code, is most of "
+          "the latency.")
     w("")
 
     # Memory at the end of the load phase
@@ -249,11 +326,11 @@ def main():
     # Scale: list size, every size measured once per round (size-N/rR/)
     sizes = []
     for d in glob.glob(os.path.join(top, "size-*")):
-        rounds = [r for r in (load(rd) for rd in sorted(glob.glob(os.path.join(d, "r*")))) if r]
-        if rounds:
+        size_rounds = load_rounds(d)
+        if size_rounds:
             sizes.append((int(d.rsplit("-", 1)[1]),
-                          [v for r in rounds for v in us_per_q(r, OURS, "pinned", "blocked")],
-                          [q for r in rounds for q in qps(r, OURS, "pinned", "blocked")]))
+                          [v for r in size_rounds for v in us_per_q(r, OURS, "pinned", "blocked")],
+                          [q for r in size_rounds for q in qps(r, OURS, "pinned", "blocked")]))
     sizes.sort()
     if sizes:
         w("## Lookup cost by list size (sinkd, blocked names, pinned)\n")
@@ -318,11 +395,13 @@ def main():
     checks = []
     if floors:
         for s in ("blocked", "hit"):
-            f = med(floors.get(s, []))
-            b, who = best[s]
-            if b is not None and f is not None and ours[s] is not None:
+            peer_shares = [(med(own_shares(rounds, floor_by_round, floors, n, s)), n) for n in peers]
+            peer_shares = [p for p in peer_shares if p[0] is not None]
+            mine = med(own_shares(rounds, floor_by_round, floors, OURS, s))
+            if peer_shares and mine is not None:
+                b, who = min(peer_shares)
                 checks.append(("own share, %s: sinkd %.2f µs vs half of the best peer's (%s, %.2f) = %.2f"
-                               % (s, ours[s] - f, who, b - f, (b - f) / 2), ours[s] - f <= (b - f) / 2))
+                               % (s, mine, who, b, b / 2), mine <= b / 2))
     b, who = best["miss"]
     if b is not None and ours["miss"] is not None:
         checks.append(("cache miss: sinkd %.1f µs vs best peer total (%s) %.1f" % (ours["miss"], who, b),
@@ -347,8 +426,10 @@ def main():
             mine = med(latencies(pinned, OURS, "pinned", s, key))
             if peer_lat and mine is not None:
                 l, who = min(peer_lat)
-                checks.append(("latency %s %s: sinkd %.3f ms vs best peer (%s) %.3f" % (s, key, mine, who, l),
-                               mine <= l))
+                floor = med(floor_latency.get((s, key), []))
+                checks.append(("latency %s %s: sinkd %.3f ms vs best peer (%s) %.3f%s" % (
+                    s, key, mine, who, l, "" if floor is None else "; the do-nothing floor %.3f" % floor),
+                    mine <= l))
     if unpinned:
         for s in SCENARIOS:
             p, u = med(us_per_q(pinned, OURS, "pinned", s)), med(us_per_q(unpinned, OURS, "unpinned", s))
