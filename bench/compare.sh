@@ -41,7 +41,7 @@ for round in 1 2 3; do
     2) PEERS=pdns-recursor,kresd,dnsmasq,unbound ;;
     3) PEERS=kresd,unbound,dnsmasq,pdns-recursor ;;
   esac
-  "$HERE/run.sh" $SETUP $BUILD --builtin "$PEERS" --reps 1 --lat-reps 1 --out "$OUT/pinned/r$round"
+  "$HERE/run.sh" $SETUP $BUILD --builtin "$PEERS" --reps 1 --lat-reps 2 --out "$OUT/pinned/r$round"
   SETUP=--skip-setup BUILD=--skip-build
   "$HERE/floor.sh" "$round" | tee -a "$OUT/floor.txt"
 done

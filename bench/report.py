@@ -117,9 +117,24 @@ def qps(results, name, mode, scen):
     return [r.get("qps") for r in clean_runs(sc)] if sc else []
 
 
+def latency_run_noisy(r):
+    """Something else took CPU during the run: steal or other processes of 0.1
+    cores or more already move p99 on 2 cores (the harness retries noisy
+    throughput runs, not latency runs)."""
+    steal = (r.get("steal") or 0) / max(r.get("wall") or 1, 1)
+    return steal >= 0.1 or (r.get("foreign_cores") or 0) >= 0.1
+
+
+def clean_latency_runs(sc):
+    runs = [r for r in (sc or {}).get("latency_runs", []) if r.get("p50") is not None]
+    clean = [r for r in runs if not latency_run_noisy(r)]
+    return clean or runs
+
+
 def latencies(results, name, mode, scen, key):
-    sc = scenario(results, name, mode, scen)
-    return [1000 * r[key] for r in sc.get("latency_runs", []) if r.get(key) is not None] if sc else []
+    """From the clean latency runs, or from all when none was clean."""
+    return [1000 * r[key] for r in clean_latency_runs(scenario(results, name, mode, scen))
+            if r.get(key) is not None]
 
 
 def lost(results, name, mode, scen):
@@ -284,6 +299,8 @@ def main():
 
     # Latency
     w("## Latency at %s queries/s, pinned (ms)\n" % args.get("lat_qps"))
+    w("From the clean runs only (no steal or other processes of 0.1 cores or more; see Run quality), "
+      "for every server alike.\n")
     w("| | " + " | ".join("%s p50 | %s p99" % (s, s) for s in SCENARIOS) + " |")
     w("| --- |" + " --- | --- |" * len(SCENARIOS))
     for n in names:
@@ -370,14 +387,15 @@ def main():
         for s in SCENARIOS:
             sc = scenario(pinned, n, "pinned", s) or {}
             for i, r in enumerate(sc.get("latency_runs", []), 1):
-                steal = (r.get("steal") or 0) / max(r.get("wall") or 1, 1)
-                if steal >= 0.1 or (r.get("foreign_cores") or 0) >= 0.1:
+                if latency_run_noisy(r):
                     noisy.append("%s %s latency run %d: hypervisor steal %.2f cores, other processes %.2f cores"
-                                 % (n, s, i, steal, r.get("foreign_cores") or 0))
+                                 % (n, s, i, (r.get("steal") or 0) / max(r.get("wall") or 1, 1),
+                                    r.get("foreign_cores") or 0))
     w("## Run quality\n")
     if noisy:
-        w("Latency runs are not retried when the machine is busy; these were measured while "
-          "something else took CPU (steal of 0.1 cores or more already moves p99 on 2 cores):\n")
+        w("The harness does not retry latency runs when the machine is busy; these were measured while "
+          "something else took CPU (steal of 0.1 cores or more already moves p99 on 2 cores), and are "
+          "left out of the latency table unless a figure has no clean run:\n")
         for line in noisy:
             w("- " + line)
     else:
