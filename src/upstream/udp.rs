@@ -13,6 +13,7 @@
 //! port; an answer must also come from the server's address (the socket is
 //! connected) and repeat the question exactly.
 
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,10 +54,11 @@ pub struct UdpUpstream {
     open: Arc<AtomicUsize>,
 }
 
+/// One thread's sockets: only that thread touches them, so no lock.
 #[derive(Default)]
 struct Slots {
-    sockets: [Mutex<Option<Arc<Socket>>>; SOCKETS],
-    next: AtomicUsize,
+    sockets: [RefCell<Option<Arc<Socket>>>; SOCKETS],
+    next: Cell<usize>,
 }
 
 /// One connected socket, and the queries waiting for an answer on it.
@@ -151,22 +153,22 @@ impl UdpUpstream {
 
     /// The next socket in turn, replaced first if it is used up or too old.
     async fn socket(&self) -> io::Result<Arc<Socket>> {
-        let slots = self.slots.get_or_default();
-        let slot = &slots.sockets[slots.next.fetch_add(1, Ordering::Relaxed) % SOCKETS];
-        {
-            let current = slot.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(socket) = current.as_ref()
+        let index = {
+            let slots = self.slots.get_or_default();
+            let index = slots.next.get() % SOCKETS;
+            slots.next.set(index + 1);
+            if let Some(socket) = slots.sockets[index].borrow().as_ref()
                 && socket.sent.fetch_add(1, Ordering::Relaxed) < QUERIES_PER_SOCKET
                 && socket.opened.elapsed() < SOCKET_LIFETIME
             {
                 return Ok(socket.clone());
             }
-        }
+            index
+        };
         let fresh = self.open().await?;
-        let old = slot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .replace(fresh.clone());
+        // Looked up again: on a multi-threaded runtime (TCP clients) the
+        // task may have moved to another thread while it waited.
+        let old = self.slots.get_or_default().sockets[index].replace(Some(fresh.clone()));
         if let Some(old) = old {
             retire(old, self.grace);
         }
@@ -199,8 +201,8 @@ impl UdpUpstream {
 
 impl Drop for UdpUpstream {
     fn drop(&mut self) {
-        for slot in self.slots.iter().flat_map(|slots| &slots.sockets) {
-            if let Some(socket) = slot.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        for slot in self.slots.iter_mut().flat_map(|slots| &mut slots.sockets) {
+            if let Some(socket) = slot.get_mut().take() {
                 socket.stop_reading();
             }
         }
