@@ -617,7 +617,6 @@ mod tests {
         };
         let pipeline = Arc::new(Pipeline::new(&loaded, crate::blocking::Policy::empty()).unwrap());
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_nonblocking(true).unwrap();
         let server = socket.local_addr().unwrap();
         let spill = Spill::new(1);
         spill.wanted.store(1, Ordering::Relaxed);

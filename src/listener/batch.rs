@@ -242,6 +242,18 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// Registered for writing too, every answer sent would wake the thread
+    /// again: the listener must never report itself writable.
+    #[tokio::test]
+    async fn the_listener_is_registered_for_reading_only() {
+        let listener = listen(std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = client.local_addr().unwrap();
+        send_to(&listener, b"answer", to).await.unwrap();
+        let writable = tokio::time::timeout(Duration::from_millis(200), listener.writable()).await;
+        assert!(writable.is_err(), "the listener reported itself writable");
+    }
+
     /// The wait for room registers a second descriptor of the socket for
     /// writing; the reading registration must come through it untouched.
     #[tokio::test]
