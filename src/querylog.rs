@@ -822,12 +822,27 @@ impl LineFormatter {
 fn push_ip(line: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
+            // Written into one buffer and appended once: digit by digit
+            // into the line, this was a tenth of a cache hit's instructions.
+            let mut text = [0u8; 15];
+            let mut len = 0;
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    line.push(b'.');
+                    text[len] = b'.';
+                    len += 1;
                 }
-                line.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+                if octet >= 100 {
+                    text[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    text[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                text[len] = b'0' + octet % 10;
+                len += 1;
             }
+            line.extend_from_slice(&text[..len]);
         }
         IpAddr::V6(v6) => {
             let _ = write!(line, "{v6}");
@@ -850,7 +865,7 @@ fn push_rcode(line: &mut Vec<u8>, rcode: u16) {
     }
 }
 
-fn push_number(line: &mut Vec<u8>, prefix: &str, n: u128) {
+fn push_number(line: &mut Vec<u8>, prefix: &str, n: u64) {
     line.extend_from_slice(prefix.as_bytes());
     line.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
@@ -926,11 +941,12 @@ impl fmt::Write for JsonEscaped<'_> {
 /// blocks), tens of microseconds are noise above it. Written as the shortest
 /// decimal, as a JSON number (`0.04`, `12345.68`, `0.0`).
 fn push_millis(line: &mut Vec<u8>, elapsed: Duration) {
-    let nanos = elapsed.as_nanos();
+    // u64 holds 584 years of nanoseconds; u128 division is a library call.
+    let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX / 2);
     let decimals: u32 = if nanos < 1_000_000 { 3 } else { 2 };
-    let unit = 10u128.pow(6 - decimals);
+    let unit = 10u64.pow(6 - decimals);
     let units = (nanos + unit / 2) / unit;
-    let scale = 10u128.pow(decimals);
+    let scale = 10u64.pow(decimals);
     push_number(line, "", units / scale);
     line.push(b'.');
     let mut fraction = units % scale;
@@ -939,7 +955,7 @@ fn push_millis(line: &mut Vec<u8>, elapsed: Duration) {
         fraction /= 10;
         digits -= 1;
     }
-    let mut place = 10u128.pow(digits - 1);
+    let mut place = 10u64.pow(digits - 1);
     while place > 0 {
         line.push(b'0' + (fraction / place % 10) as u8);
         place /= 10;
@@ -1230,6 +1246,20 @@ mod tests {
         assert_eq!(ms(Duration::from_micros(12_000)), "12.0");
         assert_eq!(ms(Duration::from_micros(153_206)), "153.21");
         assert_eq!(ms(Duration::ZERO), "0.0");
+    }
+
+    #[test]
+    fn ipv4_addresses_are_written_as_display_writes_them() {
+        for octet in 0..=255u8 {
+            for ip in [
+                Ipv4Addr::new(octet, 0, 10, 100),
+                Ipv4Addr::new(9, octet, 99, octet),
+            ] {
+                let mut line = Vec::new();
+                push_ip(&mut line, IpAddr::V4(ip));
+                assert_eq!(String::from_utf8(line).unwrap(), ip.to_string());
+            }
+        }
     }
 
     /// The word-at-a-time check agrees with the byte-by-byte one wherever
