@@ -402,10 +402,12 @@ async fn serve_udp(
                 Step::Forward(pending) => {
                     let (socket, upstream_pipeline) = (socket.clone(), pipeline.clone());
                     let task = tokio::spawn(async move {
-                        let answer = upstream_pipeline.answer_upstream(pending).await;
-                        if let Err(e) = batch::send_to(&socket, &answer, src).await {
-                            debug!(%src, error = %e, "udp send");
-                        }
+                        let send = async |answer: &[u8]| {
+                            if let Err(e) = batch::send_to(&socket, answer, src).await {
+                                debug!(%src, error = %e, "udp send");
+                            }
+                        };
+                        upstream_pipeline.answer_upstream(pending, send).await;
                     });
                     pipeline.admit_upstream_task(task.abort_handle());
                 }
@@ -542,8 +544,10 @@ async fn serve_tcp_connection(
             Step::Forward(pending) => {
                 let (answers, upstream_pipeline) = (answers.clone(), pipeline.clone());
                 let task = tokio::spawn(async move {
-                    let answer = upstream_pipeline.answer_upstream(pending).await;
-                    let _ = answers.send(answer).await;
+                    let send = async |answer: &[u8]| {
+                        let _ = answers.send(answer.to_vec()).await;
+                    };
+                    upstream_pipeline.answer_upstream(pending, send).await;
                 });
                 pipeline.admit_upstream_task(task.abort_handle());
             }

@@ -454,9 +454,11 @@ impl Pipeline {
         self.record(asked, query, out, outcome);
     }
 
-    /// Step 6 from an upstream, then steps 7 and 8. Always produces an
-    /// answer: SERVFAIL when no upstream could give one.
-    pub async fn answer_upstream(&self, pending: Pending) -> Vec<u8> {
+    /// Step 6 from an upstream, then steps 7 and 8. Always hands `send` an
+    /// answer: SERVFAIL when no upstream could give one. The cache and the
+    /// query log are written after `send`, so the client does not wait on
+    /// them.
+    pub async fn answer_upstream(&self, pending: Pending, send: impl AsyncFnOnce(&[u8])) {
         self.in_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _in_flight = InFlight(&self.in_flight);
@@ -471,33 +473,43 @@ impl Pipeline {
         let mut out = Vec::new();
         match upstreams.resolve(&key, packet.clone(), query).await {
             Ok(answered) => {
+                let policy = self.blocking.load();
+                let block = (!checked.exempt)
+                    .then(|| policy.inspect(&answered.answer, query.qtype, checked.rebinding))
+                    .flatten();
+                // What is left to log after the send.
+                let forwarded = match block {
+                    // Rare (an answer into a blocked range): logged before the send.
+                    Some(block) => {
+                        self.block(&packet, &query, block, asked, &mut out);
+                        None
+                    }
+                    None => {
+                        let limit = limit(asked.proto, &query);
+                        answered.answer.write(&packet, &query, 0, limit, &mut out);
+                        Some(asked)
+                    }
+                };
+                send(&out).await;
                 // Stored as the upstream gave it: inspection runs on every
                 // hit, against the lists of that moment.
                 self.cache
                     .insert(&key, &answered.answer, checked, Instant::now());
-                let policy = self.blocking.load();
-                if let Some(block) = (!checked.exempt)
-                    .then(|| policy.inspect(&answered.answer, query.qtype, checked.rebinding))
-                    .flatten()
-                {
-                    self.block(&packet, &query, block, asked, &mut out);
-                    return out;
+                if let Some(asked) = forwarded {
+                    let outcome = Outcome {
+                        upstream: Some(&answered.server),
+                        ..Outcome::answered(Action::Forwarded, &answered.answer)
+                    };
+                    self.record(asked, &query, &out, outcome);
                 }
-                let limit = limit(asked.proto, &query);
-                answered.answer.write(&packet, &query, 0, limit, &mut out);
-                let outcome = Outcome {
-                    upstream: Some(&answered.server),
-                    ..Outcome::answered(Action::Forwarded, &answered.answer)
-                };
-                self.record(asked, &query, &out, outcome);
             }
             Err(e) => {
                 debug!(name = %asked.name, error = %e, "SERVFAIL");
                 wire::error_answer(&packet, &query, Rcode::ServFail, &mut out);
+                send(&out).await;
                 self.record(asked, &query, &out, Outcome::plain(Action::Failed));
             }
         }
-        out
     }
 
     fn allowed(&self, client: IpAddr) -> bool {
