@@ -11,7 +11,8 @@
 //!    upstreams; private reverse names nobody knows get NXDOMAIN
 //! 7. inspect a listed CNAME target or an address in a blocked range blocks
 //!    the answer, unless step 4 allow-listed the name
-//! 8. record  counters and one query-log line; never blocks the path
+//! 8. record  counters and one query-log line; never blocks the path, and
+//!    for a forwarded answer comes after the send
 //!
 //! A cached answer stored since the last reload already passed steps 4 and
 //! 5 under the same lists and zones, so a hit on it goes from 3 to 6 (see
