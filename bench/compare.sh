@@ -1,16 +1,19 @@
 #!/bin/sh
-# The whole comparison in one command (about 25 minutes on 2 cores):
+# The whole comparison in one command (about 35 minutes on 2 cores):
 #
 #   bench/compare.sh [--skip-setup] [--skip-build]
 #
-# 1. pinned/rR/   three rounds; in each, every peer (dnsmasq, Unbound, PowerDNS
-#                 Recursor, Knot Resolver) and sinkd once: start with the 1M
-#                 list, then blocked/hit/miss load and latency (bench/run.sh,
-#                 the shared harness), and right after them the floor
+# 1. pinned/rR/X/ three rounds; in each, every server once (X is its initial:
+#                 dnsmasq, Unbound, PowerDNS Recursor, Knot Resolver, sinkd;
+#                 one letter, as PowerDNS Recursor's control socket path must
+#                 stay within 107 bytes), in an order
+#                 that changes from round to round: start with the 1M list,
+#                 then blocked/hit/miss load and latency (bench/run.sh, the
+#                 shared harness), and right after each server the floor
 #                 (bench/floor.sh: CPU per query and latency of the do-nothing
-#                 responder, into floor.txt). Each round's own shares are taken
-#                 against that round's floor, and the machine's drift over the
-#                 minutes falls on every server alike.
+#                 responder, into floor.txt). Each server's own share is taken
+#                 against the floor of its own minutes, and the machine's
+#                 drift falls on every server alike.
 # 2. unpinned/    sinkd with two threads and no pinning, same load
 # 3. size-N/rR/   sinkd, blocked names, lists of 1k, 100k and 1M names: three
 #                 rounds, each round every size once
@@ -34,16 +37,25 @@ done
 mkdir -p "$OUT"
 echo "compare: results in $OUT"
 
-# The peers take turns at going first; sinkd, a --contender, runs after them.
+# The order changes from round to round: no server holds the same place in
+# every round, and sinkd is not always the one next to the floor.
 for round in 1 2 3; do
   case $round in
-    1) PEERS=dnsmasq,unbound,pdns-recursor,kresd ;;
-    2) PEERS=pdns-recursor,kresd,dnsmasq,unbound ;;
-    3) PEERS=kresd,unbound,dnsmasq,pdns-recursor ;;
+    1) ORDER="dnsmasq unbound pdns-recursor kresd sinkd" ;;
+    2) ORDER="sinkd pdns-recursor kresd dnsmasq unbound" ;;
+    3) ORDER="kresd unbound sinkd dnsmasq pdns-recursor" ;;
   esac
-  "$HERE/run.sh" $SETUP $BUILD --builtin "$PEERS" --reps 1 --lat-reps 2 --out "$OUT/pinned/r$round"
-  SETUP=--skip-setup BUILD=--skip-build
-  "$HERE/floor.sh" "$round" | tee -a "$OUT/floor.txt"
+  for server in $ORDER; do
+    case $server in
+      sinkd) WHO="--builtin none" ;;
+      *) WHO="--no-sinkd --builtin $server" ;;
+    esac
+    initial=$(printf %.1s "$server")
+    # shellcheck disable=SC2086
+    "$HERE/run.sh" $SETUP $BUILD $WHO --reps 1 --lat-reps 2 --out "$OUT/pinned/r$round/$initial"
+    SETUP=--skip-setup BUILD=--skip-build
+    "$HERE/floor.sh" "$round" "$server" | tee -a "$OUT/floor.txt"
+  done
 done
 "$HERE/run.sh" --skip-setup --skip-build --builtin none --modes unpinned --phases load --out "$OUT/unpinned"
 for round in 1 2 3; do

@@ -4,9 +4,9 @@ side, median [min..max] of every figure, and issue 6's targets checked.
 
     report.py COMPARE_DIR > bench/RESULTS.md
 
-COMPARE_DIR holds what compare.sh made: pinned/rR/ (harness run, every
-contender once, round R; or pinned/ from older runs, every contender three
-times), unpinned/ (sinkd, two threads, no pinning), size-N/rR/ (sinkd,
+COMPARE_DIR holds what compare.sh made: pinned/rR/X/ (harness run of
+the server with the initial X in round R; older runs have pinned/rR/, every contender once in
+round R, or pinned/, every contender three times), unpinned/ (sinkd, two threads, no pinning), size-N/rR/ (sinkd,
 blocked names, lists of N, round R), floor.txt, reload-*/reload.json. Stdlib only.
 """
 import glob
@@ -31,12 +31,36 @@ def load(path):
 
 
 def load_rounds(path):
-    """The harness runs under path/r*/ (one per round), or the one at path."""
-    rounds = [r for r in (load(d) for d in sorted(glob.glob(os.path.join(path, "r*")))) if r]
+    """The harness runs under path/r*/ (one per round, or one per server of
+    the round under path/r*/*/), or the one at path."""
+    rounds = []
+    for d in sorted(glob.glob(os.path.join(path, "r*"))):
+        whole = load(d)
+        if whole:
+            rounds.append(whole)
+            continue
+        servers = [r for r in (load(s) for s in sorted(glob.glob(os.path.join(d, "*")))) if r]
+        if servers:
+            rounds.append(combine(servers))
     if rounds:
         return rounds
     single = load(path)
     return [single] if single else []
+
+
+def combine(runs):
+    """One round from its servers' harness runs, each server in one of them."""
+    meta = json.loads(json.dumps(runs[0].get("_meta", {})))
+    starts = [r.get("_meta", {}).get("started") for r in runs]
+    ends = [r.get("_meta", {}).get("finished") for r in runs]
+    meta["started"] = min((t for t in starts if t), default=None)
+    meta["finished"] = max((t for t in ends if t), default=None)
+    for r in runs:
+        meta.setdefault("versions", {}).update(r.get("_meta", {}).get("versions") or {})
+    combined = {"_meta": meta}
+    for r in runs:
+        combined.update({name: block for name, block in r.items() if name != "_meta"})
+    return combined
 
 
 def merge(rounds):
@@ -45,6 +69,8 @@ def merge(rounds):
     merged = {"_meta": json.loads(json.dumps(rounds[0].get("_meta", {})))}
     meta = merged["_meta"]
     meta["finished"] = rounds[-1].get("_meta", {}).get("finished")
+    for results in rounds:
+        meta.setdefault("versions", {}).update(results.get("_meta", {}).get("versions") or {})
     args = meta.setdefault("args", {})
     for key in ("reps", "lat_reps"):
         if args.get(key) is not None:
@@ -157,18 +183,19 @@ def dropped_log_lines(run_dir):
 
 
 def floor_figures(path):
-    """From bench/floor.sh's lines: ({kind: [us/query, ...]}, {(round, kind): us/query},
-    {(kind, "p50"|"p99"): [ms, ...]}). Rounds are None in older runs' lines."""
+    """From bench/floor.sh's lines: ({kind: [us/query, ...]}, {(round, server, kind): us/query},
+    {(kind, "p50"|"p99"): [ms, ...]}). The server is None where the floor was
+    taken once per round, and the round too in older runs' lines."""
     cost, by_round, latency = {}, {}, {}
     try:
         with open(path) as f:
             for line in f:
-                m = re.match(r"(?:r(\d+) )?(\w+) floor \w+: .* server ([\d.]+) us/query", line)
+                m = re.match(r"(?:r(\d+)(?:/(\S+))? )?(\w+) floor \w+: .* server ([\d.]+) us/query", line)
                 if m:
-                    cost.setdefault(m.group(2), []).append(float(m.group(3)))
+                    cost.setdefault(m.group(3), []).append(float(m.group(4)))
                     if m.group(1):
-                        by_round[(int(m.group(1)), m.group(2))] = float(m.group(3))
-                m = re.match(r"(?:r\d+ )?(\w+) floor latency: p50 ([\d.]+) ms p99 ([\d.]+) ms", line)
+                        by_round[(int(m.group(1)), m.group(2), m.group(3))] = float(m.group(4))
+                m = re.match(r"(?:r\d+(?:/\S+)? )?(\w+) floor latency: p50 ([\d.]+) ms p99 ([\d.]+) ms", line)
                 if m:
                     latency.setdefault((m.group(1), "p50"), []).append(float(m.group(2)))
                     latency.setdefault((m.group(1), "p99"), []).append(float(m.group(3)))
@@ -178,12 +205,13 @@ def floor_figures(path):
 
 
 def own_shares(rounds, floor_by_round, floors, name, scen):
-    """A server's µs per query above the floor: each round against that
-    round's floor when the floor was measured per round."""
+    """A server's µs per query above the floor: each round against the floor
+    taken right after that server's runs, or after the whole round."""
     if floor_by_round and len(rounds) > 1:
         shares = []
         for i, results in enumerate(rounds, 1):
-            u, f = med(us_per_q(results, name, "pinned", scen)), floor_by_round.get((i, scen))
+            u = med(us_per_q(results, name, "pinned", scen))
+            f = floor_by_round.get((i, name, scen), floor_by_round.get((i, None, scen)))
             if u is not None and f is not None:
                 shares.append(u - f)
         return shares
@@ -215,7 +243,8 @@ def main():
     w = out.append
 
     commit = "?"
-    commands = sorted(glob.glob(os.path.join(top, "pinned", "r*", "command.txt"))) + [
+    commands = sorted(glob.glob(os.path.join(top, "pinned", "r*", OURS[0], "command.txt"))) + sorted(
+        glob.glob(os.path.join(top, "pinned", "r*", "command.txt"))) + [
         os.path.join(top, "pinned", "command.txt")]
     command = next((c for c in commands if os.path.exists(c)), None)
     if command:
@@ -241,7 +270,14 @@ def main():
       "(%s runs of %s s); list of %s names; pinned: server on CPU1, one thread; dnsperf and "
       "NSD on CPU0" % (args.get("clients"), args.get("outstanding"), args.get("duration"), args.get("reps"),
                          args.get("lat_qps"), args.get("lat_reps"), args.get("lat_duration"), args.get("size")))
-    if len(rounds) > 1:
+    floors, floor_by_round, floor_latency = floor_figures(os.path.join(top, "floor.txt"))
+    floor_per_server = any(server for _, server, _ in floor_by_round)
+    if len(rounds) > 1 and floor_per_server:
+        w("- **Rounds**: %d; each runs every server once, in an order that changes from round to "
+          "round, and the floor right after each server, so drift over the minutes falls on every "
+          "server alike and each server's own share is taken against the floor of its own minutes"
+          % len(rounds))
+    elif len(rounds) > 1:
         w("- **Rounds**: %d; each runs every server once (the peers taking turns at going first) and "
           "then the floor, so drift over the minutes falls on every server alike and each round's "
           "own shares are taken against that round's floor" % len(rounds))
@@ -260,7 +296,6 @@ def main():
     w("")
 
     # Load, pinned
-    floors, floor_by_round, floor_latency = floor_figures(os.path.join(top, "floor.txt"))
     w("## Per query, pinned\n")
     w("Server CPU µs per query (user + system of the server's processes / answered queries), "
       "queries/s, and lost queries (of all sent in throughput and latency runs).\n")
@@ -287,9 +322,9 @@ def main():
     if floors:
         w("### Own share: µs per query above the floor\n")
         w("The floor is a responder that only flips each query into an answer "
-          "(`../shared/bench/floor`), measured right after each round: the kernel's share "
+          "(`../shared/bench/floor`), measured right after %s: the kernel's share "
           "that no server avoids. Median [min..max] over the rounds of (the server's µs/q "
-          "minus that round's floor).\n")
+          "minus that floor).\n" % ("each server's runs" if floor_per_server else "each round"))
         w("| | blocked | hit |")
         w("| --- | --- | --- |")
         for n in names:

@@ -11,7 +11,8 @@
 # Own options (before the harness options): --skip-setup (no apt/rustup),
 # --skip-build (use the existing binary), --rev REV (build commit REV from a
 # `git archive` export in bench/.build instead of the working tree, which may
-# be mid-edit), --dry-run (print the command only).
+# be mid-edit), --no-sinkd (peers only: sinkd is not added as a contender),
+# --dry-run (print the command only).
 # Environment: SINKD_BIN (binary, default target/release/sinkd), SINKD_HARNESS
 # (harness dir, default /work/shared/bench), SINKD_CACHE_SIZE (default 100000).
 set -eu
@@ -20,12 +21,13 @@ REPO=$(dirname "$HERE")
 HARNESS=${SINKD_HARNESS:-/work/shared/bench}
 export SINKD_HARNESS="$HARNESS"
 PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin:$HOME/.cargo/bin
-SETUP=1 BUILD=1 DRY=0 REV=""
+SETUP=1 BUILD=1 DRY=0 REV="" SINKD=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --skip-setup) SETUP=0; shift ;;
     --skip-build) BUILD=0; shift ;;
     --dry-run) DRY=1; shift ;;
+    --no-sinkd) SINKD=0; shift ;;
     --rev) REV=$2; shift 2 ;;
     --rev=*) REV=${1#--rev=}; shift ;;
     --) shift; break ;;
@@ -98,8 +100,9 @@ export SINKD_BIN="$BIN"
 # reference RESULTS.md.
 RUN_ID=$(date +%Y%m%d-%H%M%S)
 OUT=$HERE/results/$RUN_ID
+[ "$SINKD" = 0 ] ||
+  set -- --contender "sinkd:domains:$HERE/sinkd-contender.sh {addr} {port} {upstream} {blocklist} {threads} {workdir}" "$@"
 set -- --builtin dnsmasq,unbound \
-  --contender "sinkd:domains:$HERE/sinkd-contender.sh {addr} {port} {upstream} {blocklist} {threads} {workdir}" \
   --modes pinned --phases startup,load --scenarios blocked,hit,miss --size 1000000 \
   --duration 10 --reps 3 \
   --data "$HERE/.data" --out "$OUT" \
@@ -120,7 +123,7 @@ rc=0
 python3 "$HARNESS/bench.py" "$@" || rc=$?
 
 # --- 4. summary ---------------------------------------------------------------
-if [ -f "$OUT/results.json" ]; then
+if [ "$SINKD" = 1 ] && [ -f "$OUT/results.json" ]; then
   python3 "$HERE/summarize.py" --ours sinkd "$OUT" | tee "$OUT/summary.txt"
   echo "full tables: $OUT/results.md   server logs: $OUT/work/*/server.log"
 fi
