@@ -1,5 +1,5 @@
 #!/bin/sh
-# The whole comparison in one command (about 35 minutes on 2 cores):
+# The whole comparison in one command (about 40 minutes on 2 cores):
 #
 #   bench/compare.sh [--skip-setup] [--skip-build]
 #
