@@ -69,8 +69,6 @@ def merge(rounds):
     merged = {"_meta": json.loads(json.dumps(rounds[0].get("_meta", {})))}
     meta = merged["_meta"]
     meta["finished"] = rounds[-1].get("_meta", {}).get("finished")
-    for results in rounds:
-        meta.setdefault("versions", {}).update(results.get("_meta", {}).get("versions") or {})
     args = meta.setdefault("args", {})
     for key in ("reps", "lat_reps"):
         if args.get(key) is not None:

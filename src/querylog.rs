@@ -942,10 +942,10 @@ impl fmt::Write for JsonEscaped<'_> {
 /// decimal, as a JSON number (`0.04`, `12345.68`, `0.0`).
 fn push_millis(line: &mut Vec<u8>, elapsed: Duration) {
     // u64 holds 584 years of nanoseconds; u128 division is a library call.
-    let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX / 2);
+    let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
     let decimals: u32 = if nanos < 1_000_000 { 3 } else { 2 };
     let unit = 10u64.pow(6 - decimals);
-    let units = (nanos + unit / 2) / unit;
+    let units = nanos.saturating_add(unit / 2) / unit;
     let scale = 10u64.pow(decimals);
     push_number(line, "", units / scale);
     line.push(b'.');
@@ -1246,6 +1246,8 @@ mod tests {
         assert_eq!(ms(Duration::from_micros(12_000)), "12.0");
         assert_eq!(ms(Duration::from_micros(153_206)), "153.21");
         assert_eq!(ms(Duration::ZERO), "0.0");
+        // Past what u64 nanoseconds hold: clamped, never a panic.
+        assert_eq!(ms(Duration::MAX), "18446744073709.55");
     }
 
     #[test]
