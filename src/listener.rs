@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
-use crate::pipeline::{Pipeline, Proto, Step};
+use crate::pipeline::{Pipeline, Proto, Step, Unlogged};
 
 mod batch;
 use batch::Batch;
@@ -339,8 +339,16 @@ async fn serve_udp_thread(
     }
 }
 
-/// The inline path, with a bug in it costing one query rather than the
-/// listener: a panic is caught, logged with the packet, and the packet dropped.
+/// Runs `f`; a panic in it (a bug) is counted and gives `None`, so it costs
+/// one query rather than the listener.
+fn unless_panics<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .inspect_err(|_| metrics::counter!("sinkd_panics_total").increment(1))
+        .ok()
+}
+
+/// The inline path; a query that makes it panic is logged with its packet
+/// and dropped.
 fn answer_now(
     pipeline: &Pipeline,
     packet: &[u8],
@@ -349,12 +357,21 @@ fn answer_now(
     out: &mut Vec<u8>,
     key: &mut Vec<u8>,
 ) -> Step {
-    let run = std::panic::AssertUnwindSafe(|| pipeline.answer_now(packet, src, proto, out, key));
-    std::panic::catch_unwind(run).unwrap_or_else(|_| {
-        metrics::counter!("sinkd_panics_total").increment(1);
+    unless_panics(|| pipeline.answer_now(packet, src, proto, out, key)).unwrap_or_else(|| {
         tracing::error!(%src, packet = ?packet, "a query made sinkd panic; it was dropped (please report this)");
         Step::Drop
     })
+}
+
+/// Step 8 for answers already sent (at `sent`).
+fn log_sent(pipeline: &Pipeline, unlogged: impl IntoIterator<Item = Unlogged>, sent: Instant) {
+    for unlogged in unlogged {
+        if unless_panics(|| pipeline.log(unlogged, sent)).is_none() {
+            tracing::error!(
+                "logging a query made sinkd panic; its line was lost (please report this)"
+            );
+        }
+    }
 }
 
 /// Answers datagrams until a helper's turn ends (the first thread's never
@@ -367,6 +384,7 @@ async fn serve_udp(
 ) {
     let mut batch = Batch::new();
     let mut key = Vec::with_capacity(300);
+    let mut unlogged = Vec::with_capacity(batch::BATCH);
     let mut meter = LoadMeter::new();
     loop {
         let received = match batch.try_receive(&socket) {
@@ -397,7 +415,10 @@ async fn serve_udp(
             let (packet, src, out) = batch.datagram(i);
             let Some(src) = src else { continue };
             match answer_now(&pipeline, packet, src, Proto::Udp, out, &mut key) {
-                Step::Reply => batch.answer(i),
+                Step::Reply(done) => {
+                    batch.answer(i);
+                    unlogged.extend(done);
+                }
                 Step::Drop => {}
                 Step::Forward(pending) => {
                     let (socket, upstream_pipeline) = (socket.clone(), pipeline.clone());
@@ -414,7 +435,9 @@ async fn serve_udp(
             }
         }
         batch.send(&socket).await;
-        // The answers are out before their lines may wake the log writer.
+        // The answers are out before their lines are formatted, and before
+        // those may wake the log writer.
+        log_sent(&pipeline, unlogged.drain(..), Instant::now());
         drop(log_lines);
         if let Some(load) = meter.window_end() {
             match helper {
@@ -535,8 +558,10 @@ async fn serve_tcp_connection(
             Ok(Err(_)) | Err(_) => break,
         }
         match answer_now(&pipeline, &buf[..len], src, Proto::Tcp, &mut out, &mut key) {
-            Step::Reply => {
-                if answers.send(out.clone()).await.is_err() {
+            Step::Reply(unlogged) => {
+                let queued = answers.send(out.clone()).await;
+                log_sent(&pipeline, unlogged, Instant::now());
+                if queued.is_err() {
                     break;
                 }
             }

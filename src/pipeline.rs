@@ -2,7 +2,8 @@
 //! where the order is written down:
 //!
 //! 1. parse   the packet; malformed ones get FORMERR or are dropped
-//! 2. who     the client's address, MAC and device name (`clients.rs`)
+//! 2. who     the client's address (its MAC and device name are looked up
+//!    for the log line, at step 8: `clients.rs`)
 //! 3. may ask? `server.allow`, else REFUSED: never an open resolver; and
 //!    within its rate limit, so one looping device cannot starve the rest
 //! 4. policy  allow lists, then blocklists: a blocked name is answered here
@@ -12,7 +13,7 @@
 //! 7. inspect a listed CNAME target or an address in a blocked range blocks
 //!    the answer, unless step 4 allow-listed the name
 //! 8. record  counters and one query-log line; never blocks the path, and
-//!    for a forwarded answer comes after the send
+//!    comes after the answer is sent ([`Unlogged`]), so no client waits on it
 //!
 //! A cached answer stored since the last reload already passed steps 4 and
 //! 5 under the same lists and zones, so a hit on it goes from 3 to 6 (see
@@ -34,7 +35,7 @@ use tracing::{debug, warn};
 
 use crate::blocking::{Block, Blocking, NameVerdict, Policy};
 use crate::cache::{Cache, Checked, Entry};
-use crate::clients::{self, Clients, Device};
+use crate::clients::{self, Clients};
 use crate::config::{Loaded, OverLimit};
 use crate::counters::QueryCounters;
 use crate::local::{self, LocalAnswer, LocalZones};
@@ -62,8 +63,8 @@ pub use crate::querylog::Action;
 
 /// The outcome of the inline part of the path.
 pub enum Step {
-    /// `out` holds the answer; send it.
-    Reply,
+    /// `out` holds the answer; send it, then log it (if `Some`).
+    Reply(Option<Unlogged>),
     /// Send nothing.
     Drop,
     /// Needs an upstream: hand this to [`Pipeline::answer_upstream`].
@@ -74,9 +75,43 @@ pub enum Step {
 struct Asked {
     started: Instant,
     client: IpAddr,
-    device: Arc<Device>,
     proto: Proto,
     name: String,
+}
+
+/// Step 8 of a query answered inline, owning what its log line needs: the
+/// caller sends the answer first, then hands this to [`Pipeline::log`].
+#[must_use = "an answered query is logged once its answer is sent"]
+pub struct Unlogged {
+    asked: Asked,
+    qtype: u16,
+    rcode: u16,
+    action: Action,
+    /// The rule that blocked, as the Extended DNS Error names it.
+    rule: Option<String>,
+    answer: Option<Given>,
+    /// A blocked name's sinkhole address.
+    address: Option<IpAddr>,
+}
+
+/// The answer an [`Unlogged`] query was given.
+enum Given {
+    Cached(Arc<Entry>),
+    Built(WireAnswer),
+}
+
+impl Unlogged {
+    fn new(asked: Asked, query: &Query, out: &[u8], action: Action) -> Unlogged {
+        Unlogged {
+            asked,
+            qtype: query.qtype,
+            rcode: rcode_of(out),
+            action,
+            rule: None,
+            answer: None,
+            address: None,
+        }
+    }
 }
 
 /// A query on its way upstream, owning what it needs.
@@ -318,7 +353,7 @@ impl Pipeline {
                 metrics::counter!("sinkd_malformed_total", "answer" => Rcode::name(rcode as u16))
                     .increment(1);
                 wire::header_only_answer(packet, rcode, out);
-                return Step::Reply;
+                return Step::Reply(None);
             }
         };
 
@@ -327,7 +362,6 @@ impl Pipeline {
         let asked = Asked {
             started,
             client,
-            device: self.clients.identify(client, started),
             proto,
             name: query.name(packet),
         };
@@ -336,8 +370,8 @@ impl Pipeline {
         if !self.allowed(client) {
             debug!(%client, "refused: not in server.allow");
             wire::error_answer(packet, &query, Rcode::Refused, out);
-            self.record(asked, &query, out, Outcome::plain(Action::Refused));
-            return Step::Reply;
+            let unlogged = Unlogged::new(asked, &query, out, Action::Refused);
+            return Step::Reply(Some(unlogged));
         }
         if let Some((limiter, over)) = &self.rate_limit
             && !limiter.admit(client)
@@ -348,19 +382,19 @@ impl Pipeline {
                 OverLimit::Drop => Step::Drop,
                 OverLimit::Refused => {
                     wire::error_answer(packet, &query, Rcode::Refused, out);
-                    Step::Reply
+                    Step::Reply(None)
                 }
             };
         }
         if query.edns.is_some_and(|e| e.version > 0) {
             wire::error_answer(packet, &query, Rcode::BadVers, out);
-            self.record(asked, &query, out, Outcome::plain(Action::Failed));
-            return Step::Reply;
+            let unlogged = Unlogged::new(asked, &query, out, Action::Failed);
+            return Step::Reply(Some(unlogged));
         }
         if matches!(query.qtype, wire::TYPE_AXFR | wire::TYPE_IXFR) {
             wire::error_answer(packet, &query, Rcode::NotImp, out);
-            self.record(asked, &query, out, Outcome::plain(Action::Failed));
-            return Step::Reply;
+            let unlogged = Unlogged::new(asked, &query, out, Action::Failed);
+            return Step::Reply(Some(unlogged));
         }
         let root = query.name_end == wire::HEADER_LEN + 1;
 
@@ -369,12 +403,11 @@ impl Pipeline {
         // asked for, so a hit on it skips them.
         let generation = self.generation.load(Ordering::Acquire);
         query.cache_key(packet, key);
-        let cached = self.cache.get(key, started);
-        if let Some(entry) = &cached
-            && entry.checked.generation == generation
-        {
-            self.answer_cached(packet, &query, entry, entry.checked, asked, out);
-            return Step::Reply;
+        let mut cached = self.cache.get(key, started);
+        if let Some(entry) = cached.take_if(|entry| entry.checked.generation == generation) {
+            let checked = entry.checked;
+            let unlogged = self.answer_cached(packet, &query, entry, checked, asked, out);
+            return Step::Reply(Some(unlogged));
         }
 
         // 4. policy
@@ -383,8 +416,8 @@ impl Pipeline {
             true => false,
             false => match policy.check(&asked.name, query.qtype) {
                 NameVerdict::Blocked(block) => {
-                    self.block(packet, &query, block, asked, out);
-                    return Step::Reply;
+                    let unlogged = self.block(packet, &query, block, asked, out);
+                    return Step::Reply(Some(unlogged));
                 }
                 NameVerdict::Allowed(_) => true,
                 NameVerdict::Pass => false,
@@ -395,8 +428,8 @@ impl Pipeline {
         let zones = self.local.load();
         let local = zones.lookup(&asked.name, query.qtype.into());
         if local != LocalAnswer::NotLocal {
-            self.answer_locally(packet, &query, local, asked, out);
-            return Step::Reply;
+            let unlogged = self.answer_locally(packet, &query, local, asked, out);
+            return Step::Reply(Some(unlogged));
         }
 
         // 6. answer: the cache
@@ -406,17 +439,17 @@ impl Pipeline {
             exempt,
             rebinding: routed.is_none() && self.rebind_protection,
         };
-        if let Some(entry) = &cached {
-            self.answer_cached(packet, &query, entry, checked, asked, out);
-            return Step::Reply;
+        if let Some(entry) = cached {
+            let unlogged = self.answer_cached(packet, &query, entry, checked, asked, out);
+            return Step::Reply(Some(unlogged));
         }
         // 6. answer: a forward target, the upstreams, or no one
         let upstreams = match routed {
             Some(pool) => pool.clone(),
             None if LocalZones::is_private_reverse(&asked.name) => {
                 let nx = zones.private_reverse_nxdomain(&asked.name);
-                self.answer_locally(packet, &query, nx, asked, out);
-                return Step::Reply;
+                let unlogged = self.answer_locally(packet, &query, nx, asked, out);
+                return Step::Reply(Some(unlogged));
             }
             None => self.upstreams.clone(),
         };
@@ -435,24 +468,25 @@ impl Pipeline {
         &self,
         packet: &[u8],
         query: &Query,
-        entry: &Entry,
+        entry: Arc<Entry>,
         checked: Checked,
         asked: Asked,
         out: &mut Vec<u8>,
-    ) {
+    ) -> Unlogged {
         // 7. inspect, against the lists of this moment
         if !checked.exempt {
             let policy = self.blocking.load();
             if let Some(block) = policy.inspect(&entry.answer, query.qtype, checked.rebinding) {
-                self.block(packet, query, block, asked, out);
-                return;
+                return self.block(packet, query, block, asked, out);
             }
         }
         let limit = limit(asked.proto, query);
         let age = entry.age(asked.started);
         entry.answer.write(packet, query, age, limit, out);
-        let outcome = Outcome::answered(Action::Cached, &entry.answer);
-        self.record(asked, query, out, outcome);
+        Unlogged {
+            answer: Some(Given::Cached(entry)),
+            ..Unlogged::new(asked, query, out, Action::Cached)
+        }
     }
 
     /// Step 6 from an upstream, then steps 7 and 8. Always hands `send` an
@@ -480,35 +514,38 @@ impl Pipeline {
                     .flatten();
                 // What is left to log after the send.
                 let forwarded = match block {
-                    // Rare (an answer into a blocked range): logged before the send.
-                    Some(block) => {
-                        self.block(&packet, &query, block, asked, &mut out);
-                        None
-                    }
+                    // Rare: an answer into a blocked range.
+                    Some(block) => Err(self.block(&packet, &query, block, asked, &mut out)),
                     None => {
                         let limit = limit(asked.proto, &query);
                         answered.answer.write(&packet, &query, 0, limit, &mut out);
-                        Some(asked)
+                        Ok(asked)
                     }
                 };
                 send(&out).await;
+                let sent = Instant::now();
                 // Stored as the upstream gave it: inspection runs on every
                 // hit, against the lists of that moment.
-                self.cache
-                    .insert(&key, &answered.answer, checked, Instant::now());
-                if let Some(asked) = forwarded {
-                    let outcome = Outcome {
-                        upstream: Some(&answered.server),
-                        ..Outcome::answered(Action::Forwarded, &answered.answer)
-                    };
-                    self.record(asked, &query, &out, outcome);
+                self.cache.insert(&key, &answered.answer, checked, sent);
+                match forwarded {
+                    Ok(asked) => {
+                        let outcome = Outcome {
+                            upstream: Some(&answered.server),
+                            ..Outcome::answered(Action::Forwarded, &answered.answer)
+                        };
+                        self.record(asked, query.qtype, rcode_of(&out), outcome, sent);
+                    }
+                    Err(blocked) => self.log(blocked, sent),
                 }
             }
             Err(e) => {
                 debug!(name = %asked.name, error = %e, "SERVFAIL");
                 wire::error_answer(&packet, &query, Rcode::ServFail, &mut out);
                 send(&out).await;
-                self.record(asked, &query, &out, Outcome::plain(Action::Failed));
+                self.log(
+                    Unlogged::new(asked, &query, &out, Action::Failed),
+                    Instant::now(),
+                );
             }
         }
     }
@@ -519,7 +556,14 @@ impl Pipeline {
 
     /// Answers a blocked query as decided, naming the rule in an Extended
     /// DNS Error.
-    fn block(&self, packet: &[u8], query: &Query, block: Block, asked: Asked, out: &mut Vec<u8>) {
+    fn block(
+        &self,
+        packet: &[u8],
+        query: &Query,
+        block: Block,
+        asked: Asked,
+        out: &mut Vec<u8>,
+    ) -> Unlogged {
         let ede = Ede {
             code: Ede::BLOCKED,
             text: block.rule,
@@ -535,13 +579,11 @@ impl Pipeline {
             };
             wire::blocked_answer(packet, query, &answer, &short, out);
         }
-        let address = answer.address.map(|ip| [ip]);
-        let outcome = Outcome {
-            rule: Some(&ede.text),
-            addresses: address.as_ref().map_or(&[], |a| &a[..]),
-            ..Outcome::plain(Action::Blocked)
-        };
-        self.record(asked, query, out, outcome);
+        Unlogged {
+            rule: Some(ede.text),
+            address: answer.address,
+            ..Unlogged::new(asked, query, out, Action::Blocked)
+        }
     }
 
     fn answer_locally(
@@ -551,7 +593,7 @@ impl Pipeline {
         local: LocalAnswer,
         asked: Asked,
         out: &mut Vec<u8>,
-    ) {
+    ) -> Unlogged {
         let built = query
             .question(packet)
             .and_then(|q| local::message(query.id, &q, query.recursion_desired(), local))
@@ -565,20 +607,47 @@ impl Pipeline {
         match built {
             Some(answer) => {
                 answer.write(packet, query, 0, limit(asked.proto, query), out);
-                self.record(asked, query, out, Outcome::answered(Action::Local, &answer));
+                Unlogged {
+                    answer: Some(Given::Built(answer)),
+                    ..Unlogged::new(asked, query, out, Action::Local)
+                }
             }
             None => {
                 wire::error_answer(packet, query, Rcode::ServFail, out);
-                self.record(asked, query, out, Outcome::plain(Action::Failed));
+                Unlogged::new(asked, query, out, Action::Failed)
             }
         }
     }
 
+    /// Step 8 for a query answered inline, once its answer is sent (at
+    /// `sent`).
+    pub fn log(&self, unlogged: Unlogged, sent: Instant) {
+        let Unlogged {
+            asked,
+            qtype,
+            rcode,
+            action,
+            rule,
+            answer,
+            address,
+        } = unlogged;
+        let outcome = Outcome {
+            rule: rule.as_ref().map(|rule| rule as &dyn std::fmt::Display),
+            answer: answer.as_ref().map(|given| match given {
+                Given::Cached(entry) => &entry.answer,
+                Given::Built(answer) => answer,
+            }),
+            addresses: address.as_slice(),
+            ..Outcome::plain(action)
+        };
+        self.record(asked, qtype, rcode, outcome, sent);
+    }
+
     // 8. record
-    fn record(&self, asked: Asked, query: &Query, out: &[u8], outcome: Outcome) {
+    fn record(&self, asked: Asked, qtype: u16, rcode: u16, outcome: Outcome, sent: Instant) {
         self.queries.add(outcome.action);
         let Some(log) = &self.querylog else { return };
-        let device = &asked.device;
+        let device = self.clients.identify(asked.client, asked.started);
         let (cnames, addresses) = match outcome.answer {
             Some(answer) => (answer.cname_targets(), answer.addresses()),
             None => (&[][..], outcome.addresses),
@@ -591,14 +660,14 @@ impl Pipeline {
             group: device.group.as_deref(),
             proto: asked.proto.as_str(),
             name: &asked.name,
-            qtype: query.qtype,
+            qtype,
             action: outcome.action,
             rule: outcome.rule,
-            rcode: out.get(3).map_or(0, |b| (b & 0xF) as u16),
+            rcode,
             cnames,
             addresses,
             upstream: outcome.upstream,
-            elapsed: asked.started.elapsed(),
+            elapsed: sent.saturating_duration_since(asked.started),
         });
     }
 }
@@ -649,6 +718,11 @@ fn reverse_lookup(forwards: &Forwards) -> Option<clients::ReverseLookup> {
         Some(Box::pin(async move { pool.lookup_ptr(&name).await })
             as futures_util::future::BoxFuture<'static, Option<String>>)
     }))
+}
+
+/// The RCODE in an answer's header (its low four bits).
+fn rcode_of(answer: &[u8]) -> u16 {
+    answer.get(3).map_or(0, |b| (b & 0xF) as u16)
 }
 
 fn limit(proto: Proto, query: &Query) -> usize {
