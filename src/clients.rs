@@ -242,6 +242,8 @@ pub struct Clients {
     known: Arc<quick_cache::sync::Cache<IpAddr, Arc<Known>>>,
     reverse_names: Arc<quick_cache::sync::Cache<IpAddr, Option<Arc<str>>>>,
     reverse: Option<ReverseLookup>,
+    /// Where reverse lookups run, once the server has started.
+    lookups: std::sync::OnceLock<tokio::runtime::Handle>,
     /// Tells the threads' own copies apart from another `Clients`'.
     id: u64,
     /// Bumped whenever what is known about any client changes: every
@@ -275,6 +277,7 @@ impl Clients {
             known: Arc::new(quick_cache::sync::Cache::new(4096)),
             reverse_names: Arc::new(quick_cache::sync::Cache::new(4096)),
             reverse,
+            lookups: std::sync::OnceLock::new(),
             id: {
                 static NEXT: AtomicU64 = AtomicU64::new(0);
                 NEXT.fetch_add(1, Ordering::Relaxed)
@@ -376,7 +379,7 @@ impl Clients {
         self.reverse_names.insert(ip, None);
         let (names, known) = (self.reverse_names.clone(), self.known.clone());
         let generation = self.generation.clone();
-        tokio::spawn(async move {
+        let lookup = async move {
             let name = lookup
                 .await
                 .map(|n| Arc::<str>::from(n.trim_end_matches('.')));
@@ -385,7 +388,18 @@ impl Clients {
             // The next query from this client picks the name up.
             known.remove(&ip);
             generation.fetch_add(1, Ordering::Release);
-        });
+        };
+        match self.lookups.get() {
+            Some(runtime) => drop(runtime.spawn(lookup)),
+            None => drop(tokio::spawn(lookup)),
+        }
         None
+    }
+
+    /// Runs reverse lookups on `runtime` from now on, not on the runtime of
+    /// the thread that asked: a UDP thread's runtime may be asleep while
+    /// its thread waits in `recvmmsg` (see `listener.rs`).
+    pub fn look_up_names_on(&self, runtime: tokio::runtime::Handle) {
+        let _ = self.lookups.set(runtime);
     }
 }

@@ -1,7 +1,9 @@
 //! The front end: UDP (one socket per address, read by threads of their own,
 //! each with a single-threaded runtime; more than one only while one cannot
 //! keep up, see [`Spill`]; datagrams are read and written in batches:
-//! `batch.rs`) and TCP with pipelining (RFC 7766).
+//! `batch.rs`; the first thread, when no upstream task of its own runs,
+//! waits for queries in `recvmmsg` itself, see [`UpstreamTasks`]) and TCP
+//! with pipelining (RFC 7766).
 
 use std::io;
 use std::net::SocketAddr;
@@ -321,7 +323,10 @@ async fn serve_udp_thread(
         // Each thread registers its own descriptor of the socket with its
         // runtime, and a helper only while it reads: registered, every
         // datagram would wake it.
-        match socket.try_clone().and_then(batch::listen) {
+        match socket
+            .try_clone()
+            .and_then(|socket| batch::listen(socket, IDLE_WAKE))
+        {
             Ok(registered) => {
                 serve_udp(Arc::new(registered), pipeline.clone(), helper, spill).await
             }
@@ -374,6 +379,38 @@ fn log_sent(pipeline: &Pipeline, unlogged: impl IntoIterator<Item = Unlogged>, s
     }
 }
 
+/// The longest the first UDP thread sleeps in `recvmmsg` without a
+/// datagram before its runtime gets a turn: for housekeeping that may wait
+/// (closing upstream sockets replaced a while ago), never for a query.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// The upstream tasks a UDP thread has started and that still run. While
+/// there are none, nothing on the thread's runtime needs it, so the thread
+/// may wait for queries in `recvmmsg` itself rather than in the runtime.
+/// (A query's name lookups for the log go to the main runtime.)
+#[derive(Default)]
+struct UpstreamTasks(Arc<AtomicUsize>);
+
+/// One running upstream task, for as long as it lives.
+struct UpstreamTask(Arc<AtomicUsize>);
+
+impl UpstreamTasks {
+    fn none(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == 0
+    }
+
+    fn begin(&self) -> UpstreamTask {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        UpstreamTask(self.0.clone())
+    }
+}
+
+impl Drop for UpstreamTask {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Answers datagrams until a helper's turn ends (the first thread's never
 /// does).
 async fn serve_udp(
@@ -386,11 +423,15 @@ async fn serve_udp(
     let mut key = Vec::with_capacity(300);
     let mut unlogged = Vec::with_capacity(batch::BATCH);
     let mut meter = LoadMeter::new();
+    let upstream_tasks = UpstreamTasks::default();
     loop {
         let received = match batch.try_receive(&socket) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let waiting = Instant::now();
                 let received = match helper {
+                    // Nothing else on this thread needs its runtime: the
+                    // next query wakes the very call that reads it.
+                    None if upstream_tasks.none() => batch.wait_and_receive(&socket),
                     None => batch.receive(&socket).await,
                     // A helper with nothing to read still weighs its load.
                     Some(_) => tokio::time::timeout(LOAD_WINDOW, batch.receive(&socket))
@@ -405,8 +446,13 @@ async fn serve_udp(
         let received = match received {
             Ok(received) => received,
             Err(e) => {
-                // ICMP errors from earlier sends surface here; keep serving.
-                debug!(error = %e, "udp receive");
+                // `wait_and_receive` woke with nothing (IDLE_WAKE), or an
+                // ICMP error from an earlier send surfaced: keep serving,
+                // after giving the runtime its turn.
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    debug!(error = %e, "udp receive");
+                }
+                tokio::task::yield_now().await;
                 continue;
             }
         };
@@ -422,7 +468,9 @@ async fn serve_udp(
                 Step::Drop => {}
                 Step::Forward(pending) => {
                     let (socket, upstream_pipeline) = (socket.clone(), pipeline.clone());
+                    let running = upstream_tasks.begin();
                     let task = tokio::spawn(async move {
+                        let _running = running;
                         let send = async |answer: &[u8]| {
                             if let Err(e) = batch::send_to(&socket, answer, src).await {
                                 debug!(%src, error = %e, "udp send");

@@ -256,8 +256,11 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Starts the background refresh of client MAC addresses.
+    /// Starts the background refresh of client MAC addresses; reverse
+    /// lookups of client names run on the calling runtime.
     pub fn start_client_tracking(&self) {
+        self.clients
+            .look_up_names_on(tokio::runtime::Handle::current());
         self.clients.spawn_neighbour_refresh();
     }
 

@@ -389,6 +389,35 @@ async fn all_upstreams_dead_gives_servfail_within_the_timeout() {
     assert_eq!(lines[0]["rcode"], "SERVFAIL");
 }
 
+/// An idle UDP thread sleeps in `recvmmsg` for up to a second at a time
+/// (`IDLE_WAKE`), and its runtime with it. A query it forwards must keep
+/// the runtime going until answered, or the upstream exchange would move
+/// on only as those sleeps end: a second or two per query.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forward_from_an_idle_thread_does_not_wait_for_it_to_wake() {
+    let upstream = Upstream::start(zone).await;
+    let sinkd = Sinkd::with_upstreams(&[upstream.addr], "");
+    // Opens the upstream sockets.
+    ask(sinkd.addr, "www.example.test.", RecordType::A).await;
+    for (name, qtype) in [
+        ("example.test.", RecordType::MX),
+        ("example.test.", RecordType::TXT),
+        ("www.example.test.", RecordType::AAAA),
+    ] {
+        // Idle: the thread is asleep in `recvmmsg` when the query comes.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let r = ask(sinkd.addr, name, qtype).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(r.answers.len(), 1, "forwarded, not cached: {r:?}");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(500),
+            "{name} {qtype}: answered after {took:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn identical_queries_in_flight_go_upstream_once() {
     let upstream = Upstream::start(zone).await;

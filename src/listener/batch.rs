@@ -2,11 +2,17 @@
 //! queries that are waiting, `sendmmsg` sends their answers back together.
 //! Under load that saves about a tenth of the kernel's cost per query;
 //! when queries trickle in, a batch is simply one query.
+//!
+//! The socket itself is left blocking, and every call here but
+//! [`Batch::wait_and_receive`] passes `MSG_DONTWAIT`: that one sleeps in
+//! `recvmmsg`, so a query arriving at an idle thread is read by the call it
+//! wakes, without the runtime's `epoll_wait`, its dispatch and a second call.
 
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -18,9 +24,11 @@ use tokio::io::unix::AsyncFd;
 /// asked for only in the rare case the send buffer is full.
 pub type UdpListener = AsyncFd<std::net::UdpSocket>;
 
-/// Registers `socket` (non-blocking) for reading only.
-pub fn listen(socket: std::net::UdpSocket) -> io::Result<UdpListener> {
-    socket.set_nonblocking(true)?;
+/// Registers `socket` for reading only. `idle_wake`: the longest
+/// [`Batch::wait_and_receive`] sleeps without a datagram.
+pub fn listen(socket: std::net::UdpSocket, idle_wake: Duration) -> io::Result<UdpListener> {
+    socket.set_nonblocking(false)?;
+    socket.set_read_timeout(Some(idle_wake))?;
     register(socket, Interest::READABLE)
 }
 
@@ -31,8 +39,14 @@ fn register(socket: std::net::UdpSocket, interest: Interest) -> io::Result<UdpLi
 
 /// Sends one datagram without waiting, unless the send buffer is full.
 pub async fn send_to(socket: &UdpListener, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
+    let to = socket2::SockAddr::from(to);
     loop {
-        match socket.get_ref().send_to(datagram, to) {
+        let sent = socket2::SockRef::from(socket.get_ref()).send_to_with_flags(
+            datagram,
+            &to,
+            libc::MSG_DONTWAIT,
+        );
+        match sent {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => until_writable(socket).await?,
             sent => return sent,
         }
@@ -89,7 +103,7 @@ impl Batch {
     /// `WouldBlock` when there are none.
     pub fn try_receive(&mut self, socket: &UdpListener) -> io::Result<usize> {
         socket.try_io(Interest::READABLE, |socket| {
-            self.recvmmsg(socket.as_raw_fd())
+            self.recvmmsg(socket.as_raw_fd(), libc::MSG_DONTWAIT)
         })
     }
 
@@ -98,14 +112,22 @@ impl Batch {
     pub async fn receive(&mut self, socket: &UdpListener) -> io::Result<usize> {
         loop {
             let mut ready = socket.readable().await?;
-            match ready.try_io(|socket| self.recvmmsg(socket.as_raw_fd())) {
+            match ready.try_io(|socket| self.recvmmsg(socket.as_raw_fd(), libc::MSG_DONTWAIT)) {
                 Ok(result) => return result,
                 Err(_would_block) => continue,
             }
         }
     }
 
-    fn recvmmsg(&mut self, fd: libc::c_int) -> io::Result<usize> {
+    /// Sleeps until a datagram comes, then takes in those waiting, up to
+    /// [`BATCH`]. Blocks the thread, and with it the runtime: only for a
+    /// thread with nothing else to do. `WouldBlock` after `listen`'s
+    /// `idle_wake` without a datagram.
+    pub fn wait_and_receive(&mut self, socket: &UdpListener) -> io::Result<usize> {
+        self.recvmmsg(socket.as_raw_fd(), libc::MSG_WAITFORONE)
+    }
+
+    fn recvmmsg(&mut self, fd: libc::c_int, flags: libc::c_int) -> io::Result<usize> {
         for i in 0..BATCH {
             self.iovecs[i] = libc::iovec {
                 iov_base: self.buffers[i].as_mut_ptr().cast(),
@@ -126,7 +148,7 @@ impl Batch {
                 fd,
                 self.headers.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                flags,
                 std::ptr::null_mut(),
             )
         };
@@ -240,13 +262,56 @@ fn socket_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    const IDLE_WAKE: Duration = Duration::from_millis(100);
+
+    /// The socket is blocking; only `wait_and_receive` may wait on it.
+    #[tokio::test]
+    async fn only_the_idle_wait_sleeps_in_the_kernel() {
+        let listener =
+            listen(std::net::UdpSocket::bind("127.0.0.1:0").unwrap(), IDLE_WAKE).unwrap();
+        let address = listener.get_ref().local_addr().unwrap();
+        let mut batch = Batch::new();
+
+        let started = std::time::Instant::now();
+        let nothing = batch.try_receive(&listener).unwrap_err();
+        assert_eq!(nothing.kind(), io::ErrorKind::WouldBlock);
+        assert!(started.elapsed() < IDLE_WAKE, "try_receive waited");
+
+        let nothing = batch.wait_and_receive(&listener).unwrap_err();
+        assert_eq!(
+            nothing.kind(),
+            io::ErrorKind::WouldBlock,
+            "woken by its timeout"
+        );
+        assert!(started.elapsed() >= IDLE_WAKE);
+
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for query in [&b"first"[..], b"second"] {
+            client.send_to(query, address).unwrap();
+        }
+        // Both are waiting (loopback delivers within the send): one call
+        // takes them both in.
+        assert_eq!(batch.wait_and_receive(&listener).unwrap(), 2);
+        assert_eq!(batch.datagram(0).0, b"first");
+        assert_eq!(batch.datagram(1).0, b"second");
+
+        // Sent from another thread while this one sleeps in the kernel.
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            client.send_to(b"third", address).unwrap();
+        });
+        assert_eq!(batch.wait_and_receive(&listener).unwrap(), 1);
+        assert_eq!(batch.datagram(0).0, b"third");
+        sender.join().unwrap();
+    }
 
     /// Registered for writing too, every answer sent would wake the thread
     /// again: the listener must never report itself writable.
     #[tokio::test]
     async fn the_listener_is_registered_for_reading_only() {
-        let listener = listen(std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+        let listener =
+            listen(std::net::UdpSocket::bind("127.0.0.1:0").unwrap(), IDLE_WAKE).unwrap();
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = client.local_addr().unwrap();
         send_to(&listener, b"answer", to).await.unwrap();
@@ -258,7 +323,8 @@ mod tests {
     /// writing; the reading registration must come through it untouched.
     #[tokio::test]
     async fn waiting_for_room_to_send_leaves_the_socket_listening() {
-        let listener = listen(std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+        let listener =
+            listen(std::net::UdpSocket::bind("127.0.0.1:0").unwrap(), IDLE_WAKE).unwrap();
         let address = listener.get_ref().local_addr().unwrap();
         let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let within = Duration::from_secs(5);
