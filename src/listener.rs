@@ -384,30 +384,22 @@ fn log_sent(pipeline: &Pipeline, unlogged: impl IntoIterator<Item = Unlogged>, s
 /// (closing upstream sockets replaced a while ago), never for a query.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 
-/// The upstream tasks a UDP thread has started and that still run. While
-/// there are none, nothing on the thread's runtime needs it, so the thread
-/// may wait for queries in `recvmmsg` itself rather than in the runtime.
-/// (A query's name lookups for the log go to the main runtime.)
+/// The upstream tasks a UDP thread has started and that still run: each
+/// holds a clone. While there are none, nothing on the thread's runtime
+/// needs it, so the thread may wait for queries in `recvmmsg` itself rather
+/// than in the runtime. (A query's name lookups for the log go to the main
+/// runtime.)
 #[derive(Default)]
-struct UpstreamTasks(Arc<AtomicUsize>);
-
-/// One running upstream task, for as long as it lives.
-struct UpstreamTask(Arc<AtomicUsize>);
+struct UpstreamTasks(Arc<()>);
 
 impl UpstreamTasks {
     fn none(&self) -> bool {
-        self.0.load(Ordering::Relaxed) == 0
+        Arc::strong_count(&self.0) == 1
     }
 
-    fn begin(&self) -> UpstreamTask {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        UpstreamTask(self.0.clone())
-    }
-}
-
-impl Drop for UpstreamTask {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+    /// Held by one task for as long as it lives.
+    fn begin(&self) -> Arc<()> {
+        self.0.clone()
     }
 }
 

@@ -41,7 +41,7 @@ use crate::counters::QueryCounters;
 use crate::local::{self, LocalAnswer, LocalZones};
 use crate::querylog::{self, QueryLog, Record};
 use crate::ratelimit::RateLimiter;
-use crate::upstream::Upstreams;
+use crate::upstream::{Answered, Upstreams};
 use crate::wire::{self, Ede, Query, Rcode, Reject, TtlPolicy, WireAnswer};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,8 +79,8 @@ struct Asked {
     name: String,
 }
 
-/// Step 8 of a query answered inline, owning what its log line needs: the
-/// caller sends the answer first, then hands this to [`Pipeline::log`].
+/// What sinkd did with a query, owning what its log line needs (step 8):
+/// whoever sends the answer hands this to [`Pipeline::log`] afterwards.
 #[must_use = "an answered query is logged once its answer is sent"]
 pub struct Unlogged {
     asked: Asked,
@@ -98,6 +98,24 @@ pub struct Unlogged {
 enum Given {
     Cached(Arc<Entry>),
     Built(WireAnswer),
+    Forwarded(Arc<Answered>),
+}
+
+impl Given {
+    fn answer(&self) -> &WireAnswer {
+        match self {
+            Given::Cached(entry) => &entry.answer,
+            Given::Built(answer) => answer,
+            Given::Forwarded(answered) => &answered.answer,
+        }
+    }
+
+    fn upstream(&self) -> Option<&str> {
+        match self {
+            Given::Forwarded(answered) => Some(&answered.server),
+            Given::Cached(_) | Given::Built(_) => None,
+        }
+    }
 }
 
 impl Unlogged {
@@ -105,7 +123,8 @@ impl Unlogged {
         Unlogged {
             asked,
             qtype: query.qtype,
-            rcode: rcode_of(out),
+            // The low four bits of the answer's flags.
+            rcode: out.get(3).map_or(0, |b| (b & 0xF) as u16),
             action,
             rule: None,
             answer: None,
@@ -515,14 +534,16 @@ impl Pipeline {
                 let block = (!checked.exempt)
                     .then(|| policy.inspect(&answered.answer, query.qtype, checked.rebinding))
                     .flatten();
-                // What is left to log after the send.
-                let forwarded = match block {
+                let unlogged = match block {
                     // Rare: an answer into a blocked range.
-                    Some(block) => Err(self.block(&packet, &query, block, asked, &mut out)),
+                    Some(block) => self.block(&packet, &query, block, asked, &mut out),
                     None => {
                         let limit = limit(asked.proto, &query);
                         answered.answer.write(&packet, &query, 0, limit, &mut out);
-                        Ok(asked)
+                        Unlogged {
+                            answer: Some(Given::Forwarded(answered.clone())),
+                            ..Unlogged::new(asked, &query, &out, Action::Forwarded)
+                        }
                     }
                 };
                 send(&out).await;
@@ -530,16 +551,7 @@ impl Pipeline {
                 // Stored as the upstream gave it: inspection runs on every
                 // hit, against the lists of that moment.
                 self.cache.insert(&key, &answered.answer, checked, sent);
-                match forwarded {
-                    Ok(asked) => {
-                        let outcome = Outcome {
-                            upstream: Some(&answered.server),
-                            ..Outcome::answered(Action::Forwarded, &answered.answer)
-                        };
-                        self.record(asked, query.qtype, rcode_of(&out), outcome, sent);
-                    }
-                    Err(blocked) => self.log(blocked, sent),
-                }
+                self.log(unlogged, sent);
             }
             Err(e) => {
                 debug!(name = %asked.name, error = %e, "SERVFAIL");
@@ -622,9 +634,10 @@ impl Pipeline {
         }
     }
 
-    /// Step 8 for a query answered inline, once its answer is sent (at
-    /// `sent`).
+    // 8. record, once the answer is sent (at `sent`)
     pub fn log(&self, unlogged: Unlogged, sent: Instant) {
+        self.queries.add(unlogged.action);
+        let Some(log) = &self.querylog else { return };
         let Unlogged {
             asked,
             qtype,
@@ -634,26 +647,10 @@ impl Pipeline {
             answer,
             address,
         } = unlogged;
-        let outcome = Outcome {
-            rule: rule.as_ref().map(|rule| rule as &dyn std::fmt::Display),
-            answer: answer.as_ref().map(|given| match given {
-                Given::Cached(entry) => &entry.answer,
-                Given::Built(answer) => answer,
-            }),
-            addresses: address.as_slice(),
-            ..Outcome::plain(action)
-        };
-        self.record(asked, qtype, rcode, outcome, sent);
-    }
-
-    // 8. record
-    fn record(&self, asked: Asked, qtype: u16, rcode: u16, outcome: Outcome, sent: Instant) {
-        self.queries.add(outcome.action);
-        let Some(log) = &self.querylog else { return };
         let device = self.clients.identify(asked.client, asked.started);
-        let (cnames, addresses) = match outcome.answer {
-            Some(answer) => (answer.cname_targets(), answer.addresses()),
-            None => (&[][..], outcome.addresses),
+        let (cnames, addresses) = match &answer {
+            Some(given) => (given.answer().cname_targets(), given.answer().addresses()),
+            None => (&[][..], address.as_slice()),
         };
         log.record(&Record {
             at: SystemTime::now(),
@@ -664,45 +661,14 @@ impl Pipeline {
             proto: asked.proto.as_str(),
             name: &asked.name,
             qtype,
-            action: outcome.action,
-            rule: outcome.rule,
+            action,
+            rule: rule.as_ref().map(|rule| rule as &dyn std::fmt::Display),
             rcode,
             cnames,
             addresses,
-            upstream: outcome.upstream,
+            upstream: answer.as_ref().and_then(Given::upstream),
             elapsed: sent.saturating_duration_since(asked.started),
         });
-    }
-}
-
-/// What sinkd did with a query, for step 8.
-struct Outcome<'a> {
-    action: Action,
-    /// The rule that decided, if one did.
-    rule: Option<&'a dyn std::fmt::Display>,
-    /// The answer given, if it came from an upstream, the cache or a zone.
-    answer: Option<&'a WireAnswer>,
-    /// Otherwise, the addresses given (a blocked name's sinkhole address).
-    addresses: &'a [IpAddr],
-    upstream: Option<&'a str>,
-}
-
-impl<'a> Outcome<'a> {
-    fn plain(action: Action) -> Outcome<'a> {
-        Outcome {
-            action,
-            rule: None,
-            answer: None,
-            addresses: &[],
-            upstream: None,
-        }
-    }
-
-    fn answered(action: Action, answer: &'a WireAnswer) -> Outcome<'a> {
-        Outcome {
-            answer: Some(answer),
-            ..Outcome::plain(action)
-        }
     }
 }
 
@@ -721,11 +687,6 @@ fn reverse_lookup(forwards: &Forwards) -> Option<clients::ReverseLookup> {
         Some(Box::pin(async move { pool.lookup_ptr(&name).await })
             as futures_util::future::BoxFuture<'static, Option<String>>)
     }))
-}
-
-/// The RCODE in an answer's header (its low four bits).
-fn rcode_of(answer: &[u8]) -> u16 {
-    answer.get(3).map_or(0, |b| (b & 0xF) as u16)
 }
 
 fn limit(proto: Proto, query: &Query) -> usize {

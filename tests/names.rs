@@ -228,14 +228,7 @@ ignore = ["ignored.example"]
     tokio::time::sleep(Duration::from_millis(300)).await;
     ask_udp_from(sinkd.addr, "127.0.0.5", &q("www.example.org.")).await;
 
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let lines = loop {
-        let lines = sinkd.querylog();
-        if lines.len() >= 5 || Instant::now() > deadline {
-            break lines;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let lines = sinkd.querylog_of(5).await;
     assert_eq!(
         lines.len(),
         5,

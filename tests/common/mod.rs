@@ -331,6 +331,20 @@ impl Sinkd {
             .collect()
     }
 
+    /// The query log's lines once there are at least `count` (a line is
+    /// written after its answer is sent, and the writer gathers for 50 ms),
+    /// or whatever is there after 3 s.
+    pub async fn querylog_of(&self, count: usize) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let lines = self.querylog();
+            if lines.len() >= count || std::time::Instant::now() > deadline {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// What sinkd logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.path("sinkd.log")).unwrap_or_default()
