@@ -8,17 +8,20 @@
 #                 one letter, as PowerDNS Recursor's control socket path must
 #                 stay within 107 bytes), in an order
 #                 that changes from round to round: start with the 1M list,
-#                 then blocked/hit/miss load and latency (bench/run.sh, the
-#                 shared harness), and right after each server the floor
-#                 (bench/floor.sh: CPU per query and latency of the do-nothing
-#                 responder, into floor.txt). Each server's own share is taken
-#                 against the floor of its own minutes, and the machine's
-#                 drift falls on every server alike.
-# 2. unpinned/    sinkd with two threads and no pinning, same load
-# 3. size-N/rR/   sinkd, blocked names, lists of 1k, 100k and 1M names: three
+#                 then blocked/hit/miss load (bench/run.sh, the shared
+#                 harness), and right after each server the floor
+#                 (bench/floor.sh: CPU per query of the do-nothing responder,
+#                 into floor.txt). Each server's own share is taken against
+#                 the floor of its own minutes, and the machine's drift falls
+#                 on every server alike.
+# 2. latency/     bench/latency.py: every server and the floor up at once,
+#                 latency at 2,000 q/s measured round-robin, five rounds
+# 3. unpinned/rR/ three rounds of sinkd pinned with one thread and unpinned
+#                 with two, same load, which goes first alternating
+# 4. size-N/rR/   sinkd, blocked names, lists of 1k, 100k and 1M names: three
 #                 rounds, each round every size once
-# 4. reload-N/    bench/reload.py three times: the 1M list reloaded under 20k q/s
-# 5. RESULTS.md   bench/report.py over all of it, also copied to bench/RESULTS.md
+# 5. reload-N/    bench/reload.py three times: the 1M list reloaded under 20k q/s
+# 6. RESULTS.md   bench/report.py over all of it, also copied to bench/RESULTS.md
 #
 # Everything on loopback. Results in bench/results/c<MMDDhhmm>/.
 set -eu
@@ -52,12 +55,20 @@ for round in 1 2 3; do
     esac
     initial=$(printf %.1s "$server")
     # shellcheck disable=SC2086
-    "$HERE/run.sh" $SETUP $BUILD $WHO --reps 1 --lat-reps 2 --out "$OUT/pinned/r$round/$initial"
+    "$HERE/run.sh" $SETUP $BUILD $WHO --reps 1 --lat-reps 0 --out "$OUT/pinned/r$round/$initial"
     SETUP=--skip-setup BUILD=--skip-build
     "$HERE/floor.sh" "$round" "$server" | tee -a "$OUT/floor.txt"
   done
 done
-"$HERE/run.sh" --skip-setup --skip-build --builtin none --modes unpinned --phases load --out "$OUT/unpinned"
+python3 "$HERE/latency.py" --out "$OUT/latency"
+for round in 1 2 3; do
+  case $round in
+    2) MODES=unpinned,pinned ;;
+    *) MODES=pinned,unpinned ;;
+  esac
+  "$HERE/run.sh" --skip-setup --skip-build --builtin none --modes "$MODES" --phases load \
+    --reps 1 --lat-reps 0 --out "$OUT/unpinned/r$round"
+done
 for round in 1 2 3; do
   for size in 1000 100000 1000000; do
     "$HERE/run.sh" --skip-setup --skip-build --builtin none --phases load --scenarios blocked \

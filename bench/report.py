@@ -19,6 +19,7 @@ import subprocess
 import sys
 
 OURS = "sinkd"
+FLOOR = "floor"
 SCENARIOS = ("blocked", "hit", "miss")
 
 
@@ -149,16 +150,45 @@ def latency_run_noisy(r):
     return steal >= 0.1 or (r.get("foreign_cores") or 0) >= 0.1
 
 
-def clean_latency_runs(sc):
-    runs = [r for r in (sc or {}).get("latency_runs", []) if r.get("p50") is not None]
-    clean = [r for r in runs if not latency_run_noisy(r)]
-    return clean or runs
+def latency_figures(top, pinned, names, floor_latency):
+    """({(server, scenario, "p50"|"p99"): [ms, ...]}, [noisy run, ...], the latency step's
+    arguments or None). From bench/latency.py's runs (every server up at once, measured in
+    turn) when the run has them; older runs measured latency within each server's harness
+    run and the floor's in floor.txt. Clean runs only, or all when none was clean."""
+    runs, step = {}, None
+    try:
+        with open(os.path.join(top, "latency", "latency.json")) as f:
+            step = json.load(f)
+        for r in step["runs"]:
+            runs.setdefault((r["server"], r["scenario"]), []).append(r)
+    except OSError:
+        for n in names:
+            for s in SCENARIOS:
+                runs[(n, s)] = [dict(r, round=i) for i, r in enumerate(
+                    (scenario(pinned, n, "pinned", s) or {}).get("latency_runs", []), 1)]
+    figures, noisy = {}, []
+    for (n, s), rs in runs.items():
+        rs = [r for r in rs if r.get("p50") is not None]
+        noisy += ["%s %s latency run %d: hypervisor steal %.2f cores, other processes %.2f cores"
+                  % (n, s, r["round"], (r.get("steal") or 0) / max(r.get("wall") or 1, 1), r.get("foreign_cores") or 0)
+                  for r in rs if latency_run_noisy(r)]
+        use = [r for r in rs if not latency_run_noisy(r)] or rs
+        for key in ("p50", "p99"):
+            figures[(n, s, key)] = [1000 * r[key] for r in use if r.get(key) is not None]
+    if step is None:
+        for (s, key), values in floor_latency.items():
+            figures[(FLOOR, s, key)] = values
+    return figures, noisy, step and step.get("args")
 
 
-def latencies(results, name, mode, scen, key):
-    """From the clean latency runs, or from all when none was clean."""
-    return [1000 * r[key] for r in clean_latency_runs(scenario(results, name, mode, scen))
-            if r.get(key) is not None]
+def latency_lost(top, name):
+    """(lost, sent) in bench/latency.py's runs of one server."""
+    try:
+        with open(os.path.join(top, "latency", "latency.json")) as f:
+            runs = [r for r in json.load(f)["runs"] if r["server"] == name]
+    except OSError:
+        return 0, 0
+    return sum(r.get("lost") or 0 for r in runs), sum(r.get("sent") or 0 for r in runs)
 
 
 def lost(results, name, mode, scen):
@@ -217,6 +247,19 @@ def own_shares(rounds, floor_by_round, floors, name, scen):
     return [] if u is None or f is None else [u - f]
 
 
+def thread_ratios(unpinned, pinned, scen):
+    """sinkd's µs per query unpinned with two threads over pinned with one: within each round of
+    compare.sh's step 2, which runs both; older runs had no pinned run there and are taken against
+    step 1's pinned median."""
+    ratios = []
+    for results in unpinned:
+        u = med(us_per_q(results, OURS, "unpinned", scen))
+        p = med(us_per_q(results, OURS, "pinned", scen)) or med(us_per_q(pinned, OURS, "pinned", scen))
+        if u and p:
+            ratios.append(u / p)
+    return ratios
+
+
 def machine():
     cpu = "?"
     try:
@@ -230,7 +273,7 @@ def machine():
 def main():
     top = sys.argv[1]
     rounds = load_rounds(os.path.join(top, "pinned"))
-    unpinned = load(os.path.join(top, "unpinned"))
+    unpinned = load_rounds(os.path.join(top, "unpinned"))
     if not rounds:
         sys.exit("no pinned/r*/results.json or pinned/results.json in %s" % top)
     pinned = merge(rounds)
@@ -264,11 +307,16 @@ def main():
                                   if versions.get(key)) + "; upstream `%s`; load dnsperf `%s`" % (
         versions.get("nsd (upstream)", "?"), versions.get("dnsperf", "?")))
     args = meta.get("args", {})
-    w("- **Load**: `dnsperf -c %s -q %s -l %s`, %s clean runs per figure; latency at %s queries/s "
-      "(%s runs of %s s); list of %s names; pinned: server on CPU1, one thread; dnsperf and "
-      "NSD on CPU0" % (args.get("clients"), args.get("outstanding"), args.get("duration"), args.get("reps"),
-                         args.get("lat_qps"), args.get("lat_reps"), args.get("lat_duration"), args.get("size")))
     floors, floor_by_round, floor_latency = floor_figures(os.path.join(top, "floor.txt"))
+    latency, noisy, latency_args = latency_figures(top, pinned, names, floor_latency)
+    if latency_args:
+        lat_qps, lat_runs = latency_args["qps"], "%s rounds of %s s" % (latency_args["rounds"], latency_args["seconds"])
+    else:
+        lat_qps, lat_runs = args.get("lat_qps"), "%s runs of %s s" % (args.get("lat_reps"), args.get("lat_duration"))
+    w("- **Load**: `dnsperf -c %s -q %s -l %s`, %s clean runs per figure; latency at %s queries/s "
+      "(%s); list of %s names; pinned: server on CPU1, one thread; dnsperf and "
+      "NSD on CPU0" % (args.get("clients"), args.get("outstanding"), args.get("duration"), args.get("reps"),
+                         lat_qps, lat_runs, args.get("size")))
     floor_per_server = any(server for _, server, _ in floor_by_round)
     if len(rounds) > 1 and floor_per_server:
         w("- **Rounds**: %d; each runs every server once, in an order that changes from round to "
@@ -301,7 +349,7 @@ def main():
     w("| --- |" + " --- | --- |" * len(SCENARIOS) + " --- |")
     for n in names:
         cells = []
-        lost_total = sent_total = 0
+        lost_total, sent_total = latency_lost(top, n)
         for s in SCENARIOS:
             cells.append(span(us_per_q(pinned, n, "pinned", s), "%.1f"))
             cells.append(span([q / 1000 for q in qps(pinned, n, "pinned", s)], "%.1fk"))
@@ -331,23 +379,23 @@ def main():
         w("")
 
     # Latency
-    w("## Latency at %s queries/s, pinned (ms)\n" % args.get("lat_qps"))
+    w("## Latency at %s queries/s, pinned (ms)\n" % lat_qps)
+    if latency_args:
+        w("`bench/latency.py`: every server up at once, each on its own port and pinned to CPU1, with "
+          "the floor beside them; each round measures every one of them once per scenario (one run of "
+          "%s s), in an order that rotates from round to round, so the machine's drift falls on every "
+          "server alike. Median [min..max] over the rounds.\n" % latency_args["seconds"])
     w("From the clean runs only (no steal or other processes of 0.1 cores or more; see Run quality), "
       "for every server alike.\n")
     w("| | " + " | ".join("%s p50 | %s p99" % (s, s) for s in SCENARIOS) + " |")
     w("| --- |" + " --- | --- |" * len(SCENARIOS))
-    for n in names:
-        cells = []
-        for s in SCENARIOS:
-            cells.append(span(latencies(pinned, n, "pinned", s, "p50"), "%.3f"))
-            cells.append(span(latencies(pinned, n, "pinned", s, "p99"), "%.3f"))
-        w("| %s | %s |" % (n, " | ".join(cells)))
-    if floor_latency:
-        w("| floor (`bench/floor.sh`) | %s | - | - |" % " | ".join(
-            span(floor_latency.get((s, key), []), "%.3f") for s in ("blocked", "hit") for key in ("p50", "p99")))
-        w("\nThe floor's row is the do-nothing responder at the same rate: at 2,000 queries/s "
-          "each query wakes an idle CPU, and that wake-up, not any server's code, is most of "
-          "the latency.")
+    for n in names + [FLOOR]:
+        cells = [span(latency.get((n, s, key), []), "%.3f") for s in SCENARIOS for key in ("p50", "p99")]
+        if any(c != "-" for c in cells):
+            w("| %s | %s |" % (n, " | ".join(cells)))
+    w("\nThe floor's row is the do-nothing responder at the same rate: at {:,} queries/s "
+      "each query wakes an idle CPU, and that wake-up, not any server's code, is most of "
+      "the latency.".format(lat_qps))
     w("")
 
     # Memory at the end of the load phase
@@ -362,15 +410,21 @@ def main():
 
     # Scale: threads
     if unpinned:
+        paired = any(us_per_q(r, OURS, "pinned", s) for r in unpinned for s in SCENARIOS)
         w("## Two threads, no pinning (sinkd)\n")
+        if paired:
+            w("%d rounds, each running sinkd pinned with one thread and unpinned with two, one after the "
+              "other (which goes first alternates); the ratio is taken within each round, so the two "
+              "figures it compares come from the same minutes.\n" % len(unpinned))
         w("| | µs/q pinned, 1 thread | µs/q unpinned, 2 threads | ratio | q/s unpinned |")
         w("| --- | --- | --- | --- | --- |")
         for s in SCENARIOS:
-            p, u = med(us_per_q(pinned, OURS, "pinned", s)), med(us_per_q(unpinned, OURS, "unpinned", s))
-            w("| %s | %s | %s | %s | %s |" % (s, span(us_per_q(pinned, OURS, "pinned", s), "%.2f"),
-                                              span(us_per_q(unpinned, OURS, "unpinned", s), "%.2f"),
-                                              "%.2fx" % (u / p) if p and u else "-",
-                                              span([q / 1000 for q in qps(unpinned, OURS, "unpinned", s)], "%.1fk")))
+            pinned_runs = [v for r in unpinned for v in us_per_q(r, OURS, "pinned", s)] if paired else \
+                us_per_q(pinned, OURS, "pinned", s)
+            w("| %s | %s | %s | %s | %s |" % (
+                s, span(pinned_runs, "%.2f"), span([v for r in unpinned for v in us_per_q(r, OURS, "unpinned", s)], "%.2f"),
+                span(thread_ratios(unpinned, pinned, s), "%.2fx"),
+                span([q / 1000 for r in unpinned for q in qps(r, OURS, "unpinned", s)], "%.1fk")))
         w("")
 
     # Scale: list size, every size measured once per round (size-N/rR/)
@@ -414,16 +468,6 @@ def main():
                 span([ms for r in rs for ms in r["reload_ms"]], "%.0f") if phase == "reloading" else "-"))
         w("")
 
-    # Run quality: the harness retries noisy throughput runs, not latency runs
-    noisy = []
-    for n in names:
-        for s in SCENARIOS:
-            sc = scenario(pinned, n, "pinned", s) or {}
-            for i, r in enumerate(sc.get("latency_runs", []), 1):
-                if latency_run_noisy(r):
-                    noisy.append("%s %s latency run %d: hypervisor steal %.2f cores, other processes %.2f cores"
-                                 % (n, s, i, (r.get("steal") or 0) / max(r.get("wall") or 1, 1),
-                                    r.get("foreign_cores") or 0))
     w("## Run quality\n")
     if noisy:
         w("The harness does not retry latency runs when the machine is busy; these were measured while "
@@ -472,21 +516,21 @@ def main():
         checks.append(("peak memory at start: %.0f MiB (< 50 MiB)" % peak, peak < 50))
     for s in SCENARIOS:
         for key in ("p50", "p99"):
-            peer_lat = [(med(latencies(pinned, n, "pinned", s, key)), n) for n in peers]
+            peer_lat = [(med(latency.get((n, s, key), [])), n) for n in peers]
             peer_lat = [p for p in peer_lat if p[0] is not None]
-            mine = med(latencies(pinned, OURS, "pinned", s, key))
+            mine = med(latency.get((OURS, s, key), []))
             if peer_lat and mine is not None:
                 l, who = min(peer_lat)
-                floor = med(floor_latency.get((s, key), []))
+                floor = med(latency.get((FLOOR, s, key), []))
                 checks.append(("latency %s %s: sinkd %.3f ms vs best peer (%s) %.3f%s" % (
                     s, key, mine, who, l, "" if floor is None else "; the do-nothing floor %.3f" % floor),
                     mine <= l))
     if unpinned:
         for s in SCENARIOS:
-            p, u = med(us_per_q(pinned, OURS, "pinned", s)), med(us_per_q(unpinned, OURS, "unpinned", s))
-            if p and u:
-                checks.append(("two threads unpinned, %s: %.2fx the pinned CPU per query (<= 1.10)" % (s, u / p),
-                               u / p <= 1.10))
+            ratio = med(thread_ratios(unpinned, pinned, s))
+            if ratio:
+                checks.append(("two threads unpinned, %s: %.2fx the pinned CPU per query (<= 1.10)" % (s, ratio),
+                               ratio <= 1.10))
     if reloads:
         rs = [r["results"] for r in reloads]
         lost_q = sum(r["reloading"]["lost"] for r in rs)
