@@ -9,7 +9,7 @@ the servers differ over a few minutes. Measured minutes apart, a server's
 latency says more about its minutes than about the server. Here every peer,
 sinkd and the floor (the do-nothing responder) run side by side, each on its
 own port and pinned to CPU1 with one thread, and one round measures each of
-them for one run per scenario, in an order that rotates from round to round.
+them for one run per scenario, in an order shuffled anew every round.
 Drift then falls on every server alike, and the median over the rounds
 compares servers, not minutes.
 
@@ -22,6 +22,7 @@ names warmed before every round's hit runs, fresh miss names every round. Writes
 import argparse
 import json
 import os
+import random
 import signal
 import sys
 import time
@@ -112,10 +113,11 @@ def main():
     try:
         upstream = harness.start_upstream(a, "0")
         servers = start_all(a)
-        order = list(servers)
         for rnd in range(1, args.rounds + 1):
-            shift = (rnd - 1) % len(order)
-            turn = order[shift:] + order[:shift]
+            # A new order every round, the same in every run: no server keeps the same
+            # neighbours (a peer's housekeeping after its runs falls on whoever comes next).
+            turn = list(servers)
+            random.Random(rnd).shuffle(turn)
             miss_names = harness.miss_file(a, "lat-r%d" % rnd, args.qps * args.seconds + 1000)
             for scen in SCENARIOS:
                 if scen == "hit":

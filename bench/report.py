@@ -383,7 +383,7 @@ def main():
     if latency_args:
         w("`bench/latency.py`: every server up at once, each on its own port and pinned to CPU1, with "
           "the floor beside them; each round measures every one of them once per scenario (one run of "
-          "%s s), in an order that rotates from round to round, so the machine's drift falls on every "
+          "%s s), in an order shuffled anew every round, so the machine's drift falls on every "
           "server alike. Median [min..max] over the rounds.\n" % latency_args["seconds"])
     w("From the clean runs only (no steal or other processes of 0.1 cores or more; see Run quality), "
       "for every server alike.\n")
@@ -438,8 +438,8 @@ def main():
     sizes.sort()
     if sizes:
         w("## Lookup cost by list size (sinkd, blocked names, pinned)\n")
-        w("Three rounds, each measuring every size once in turn, so that drift over the minutes falls on "
-          "every size alike (one 10 s run per size per round).\n")
+        w("Three rounds, each measuring every size once in turn, each size first in one round, so that "
+          "drift over the minutes falls on every size alike (one 10 s run per size per round).\n")
         w("| names in the list | µs/q | q/s |")
         w("| --- | --- | --- |")
         for size, costs, rates in sizes:
