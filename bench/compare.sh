@@ -37,6 +37,12 @@ for arg in "$@"; do
     *) echo "usage: $0 [--skip-setup] [--skip-build]" >&2; exit 2 ;;
   esac
 done
+# turned N ITEM...: the items turned by N-1 places (round N starts with item N).
+turned() {
+  n=$1; shift
+  while [ "$n" -gt 1 ]; do first=$1; shift; set -- "$@" "$first"; n=$((n - 1)); done
+  echo "$@"
+}
 mkdir -p "$OUT"
 echo "compare: results in $OUT"
 
@@ -72,12 +78,7 @@ done
 for round in 1 2 3; do
   # Each size goes first once: a fixed order put 1k first in every round and
   # showed up as a cost of list size.
-  case $round in
-    1) SIZES="1000 100000 1000000" ;;
-    2) SIZES="1000000 1000 100000" ;;
-    3) SIZES="100000 1000000 1000" ;;
-  esac
-  for size in $SIZES; do
+  for size in $(turned "$round" 1000 100000 1000000); do
     "$HERE/run.sh" --skip-setup --skip-build --builtin none --phases load --scenarios blocked \
       --size "$size" --reps 1 --lat-reps 0 --out "$OUT/size-$size/r$round"
   done
