@@ -150,18 +150,25 @@ def latency_run_noisy(r):
     return steal >= 0.1 or (r.get("foreign_cores") or 0) >= 0.1
 
 
-def latency_figures(top, pinned, names, floor_latency):
+def latency_step(top):
+    """bench/latency.py's latency.json, or None for runs made before it."""
+    try:
+        with open(os.path.join(top, "latency", "latency.json")) as f:
+            return json.load(f)
+    except OSError:
+        return None
+
+
+def latency_figures(step, pinned, names, floor_latency):
     """({(server, scenario, "p50"|"p99"): [ms, ...]}, [noisy run, ...], the latency step's
     arguments or None). From bench/latency.py's runs (every server up at once, measured in
     turn) when the run has them; older runs measured latency within each server's harness
     run and the floor's in floor.txt. Clean runs only, or all when none was clean."""
-    runs, step = {}, None
-    try:
-        with open(os.path.join(top, "latency", "latency.json")) as f:
-            step = json.load(f)
+    runs = {}
+    if step:
         for r in step["runs"]:
             runs.setdefault((r["server"], r["scenario"]), []).append(r)
-    except OSError:
+    else:
         for n in names:
             for s in SCENARIOS:
                 runs[(n, s)] = [dict(r, round=i) for i, r in enumerate(
@@ -181,13 +188,9 @@ def latency_figures(top, pinned, names, floor_latency):
     return figures, noisy, step and step.get("args")
 
 
-def latency_lost(top, name):
+def latency_lost(step, name):
     """(lost, sent) in bench/latency.py's runs of one server."""
-    try:
-        with open(os.path.join(top, "latency", "latency.json")) as f:
-            runs = [r for r in json.load(f)["runs"] if r["server"] == name]
-    except OSError:
-        return 0, 0
+    runs = [r for r in (step or {}).get("runs", []) if r["server"] == name]
     return sum(r.get("lost") or 0 for r in runs), sum(r.get("sent") or 0 for r in runs)
 
 
@@ -308,7 +311,8 @@ def main():
         versions.get("nsd (upstream)", "?"), versions.get("dnsperf", "?")))
     args = meta.get("args", {})
     floors, floor_by_round, floor_latency = floor_figures(os.path.join(top, "floor.txt"))
-    latency, noisy, latency_args = latency_figures(top, pinned, names, floor_latency)
+    step = latency_step(top)
+    latency, noisy, latency_args = latency_figures(step, pinned, names, floor_latency)
     if latency_args:
         lat_qps, lat_runs = latency_args["qps"], "%s rounds of %s s" % (latency_args["rounds"], latency_args["seconds"])
     else:
@@ -349,7 +353,7 @@ def main():
     w("| --- |" + " --- | --- |" * len(SCENARIOS) + " --- |")
     for n in names:
         cells = []
-        lost_total, sent_total = latency_lost(top, n)
+        lost_total, sent_total = latency_lost(step, n)
         for s in SCENARIOS:
             cells.append(span(us_per_q(pinned, n, "pinned", s), "%.1f"))
             cells.append(span([q / 1000 for q in qps(pinned, n, "pinned", s)], "%.1fk"))

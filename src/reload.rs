@@ -28,7 +28,9 @@ use crate::pipeline::Pipeline;
 const DEBOUNCE: Duration = Duration::from_millis(150);
 /// A steady stream of changes still reloads this often.
 const MAX_DELAY: Duration = Duration::from_millis(600);
-/// Lists of more names than this are rebuilt at idle priority. Rebuilding
+/// While the running lists hold more names than this, a reload rebuilds at
+/// idle priority (the first reload after a big list is added does not, yet:
+/// it is judged by the lists it replaces). Rebuilding
 /// costs about 0.35 µs a name: a million names take some 350 ms of CPU that
 /// a query on the same core must not wait behind, while 20,000 take some
 /// 7 ms. Idle priority has a price: any other busy process on the machine
@@ -153,19 +155,10 @@ fn run(
         let mut notify = vec![sd_notify::NotifyState::Reloading];
         notify.extend(sd_notify::NotifyState::monotonic_usec_now());
         let _ = sd_notify::notify(&notify);
-        let fresh = match pipeline.blocked_names() > IDLE_REBUILD_NAMES {
-            true => std::thread::scope(|scope| {
-                std::thread::Builder::new()
-                    .name("sinkd-rebuild".into())
-                    .spawn_scoped(scope, || {
-                        crate::yield_to_queries();
-                        reload(&loaded, &pipeline)
-                    })
-                    .expect("spawn the rebuild thread")
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            }),
-            false => reload(&loaded, &pipeline),
+        let fresh = if pipeline.blocked_names() > IDLE_REBUILD_NAMES {
+            at_idle_priority(|| reload(&loaded, &pipeline))
+        } else {
+            reload(&loaded, &pipeline)
         };
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         if let Some(fresh) = fresh {
@@ -176,6 +169,22 @@ fn run(
             }
         }
     }
+}
+
+/// Runs `work` on a thread of its own at idle priority and waits for it:
+/// this thread keeps the normal priority its waits for edits need.
+fn at_idle_priority<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("sinkd-rebuild".into())
+            .spawn_scoped(scope, || {
+                crate::yield_to_queries();
+                work()
+            })
+            .expect("spawn the rebuild thread")
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// Why this trigger calls for a reload, for the log.
