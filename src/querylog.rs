@@ -822,26 +822,18 @@ impl LineFormatter {
 fn push_ip(line: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
-            // Written into one buffer and appended once: digit by digit
-            // into the line, this was a tenth of a cache hit's instructions.
-            let mut text = [0u8; 15];
+            // Written into one buffer and appended once, each octet's digits
+            // from a table: digit by digit into the line this was a tenth of
+            // a cache hit's instructions.
+            let mut text = [0u8; 16];
             let mut len = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    text[len] = b'.';
-                    len += 1;
-                }
-                if octet >= 100 {
-                    text[len] = b'0' + octet / 100;
-                    len += 1;
-                }
-                if octet >= 10 {
-                    text[len] = b'0' + octet / 10 % 10;
-                    len += 1;
-                }
-                text[len] = b'0' + octet % 10;
-                len += 1;
+            for octet in v4.octets() {
+                let (digits, width) = OCTET_TEXT[octet as usize];
+                text[len..len + 4].copy_from_slice(&digits);
+                len += width as usize;
             }
+            // The last octet's dot is not part of the address.
+            let len = len - 1;
             line.extend_from_slice(&text[..len]);
         }
         IpAddr::V6(v6) => {
@@ -849,6 +841,25 @@ fn push_ip(line: &mut Vec<u8>, ip: IpAddr) {
         }
     }
 }
+
+/// Each octet's decimal digits followed by a dot, padded to four bytes, and
+/// how many of those bytes it uses.
+const OCTET_TEXT: [([u8; 4], u8); 256] = {
+    let mut table = [([0u8; 4], 0u8); 256];
+    let mut n = 0;
+    while n < 256 {
+        let (hundreds, tens, ones) = ((n / 100) as u8, (n / 10 % 10) as u8, (n % 10) as u8);
+        table[n] = if n >= 100 {
+            ([b'0' + hundreds, b'0' + tens, b'0' + ones, b'.'], 4)
+        } else if n >= 10 {
+            ([b'0' + tens, b'0' + ones, b'.', 0], 3)
+        } else {
+            ([b'0' + ones, b'.', 0, 0], 2)
+        };
+        n += 1;
+    }
+    table
+};
 
 /// Query types and rcodes by the names `dig` prints.
 fn push_type(line: &mut Vec<u8>, qtype: u16) {

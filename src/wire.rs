@@ -186,7 +186,7 @@ impl Query {
     }
 
     /// The question name in presentation form, lowercase, without the final dot
-    /// (`"."` for the root). Used for logs and policy, never on a cache hit.
+    /// (`"."` for the root). Used for logs and policy.
     pub fn name(&self, packet: &[u8]) -> String {
         let mut out = String::with_capacity(self.name_end - HEADER_LEN);
         // The question was checked when parsed, so reading it cannot fail.
@@ -311,15 +311,24 @@ fn read_name_bytes(buf: &[u8], mut pos: usize, text: &mut Vec<u8>) -> Option<()>
                     text.push(b'.');
                 }
                 let start = text.len();
-                text.extend_from_slice(label);
-                if text[start..].iter().all(|&b| is_plain_name_byte(b)) {
-                    text[start..].make_ascii_lowercase();
-                } else {
+                // One table lookup a byte lowercases and checks it at once:
+                // copying, then checking, then lowercasing each label was a
+                // sixth of a cache hit's instructions (every log line has
+                // the name).
+                let mut plain = true;
+                text.extend(label.iter().map(|&b| {
+                    let folded = NAME_BYTE[b as usize];
+                    plain &= folded != 0;
+                    folded
+                }));
+                if !plain {
                     text.truncate(start);
                     for &b in label {
-                        match b.to_ascii_lowercase() {
-                            c if is_plain_name_byte(c) => text.push(c),
-                            c => text.extend_from_slice(format!("\\{c:03}").as_bytes()),
+                        match NAME_BYTE[b as usize] {
+                            0 => text.extend_from_slice(
+                                format!("\\{:03}", b.to_ascii_lowercase()).as_bytes(),
+                            ),
+                            c => text.push(c),
                         }
                     }
                 }
@@ -341,11 +350,20 @@ fn read_name_bytes(buf: &[u8], mut pos: usize, text: &mut Vec<u8>) -> Option<()>
     }
 }
 
-/// The bytes a name keeps as they are in its text form; any other is
-/// written as `\DDD`.
-fn is_plain_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'*')
-}
+/// For each byte of a label, its lowercase form if it keeps it in a name's
+/// text form, or 0 if it is written as `\DDD` (lowercased first).
+const NAME_BYTE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = (b as u8).to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'*') {
+            table[b] = c;
+        }
+        b += 1;
+    }
+    table
+};
 
 /// What a blocked query is answered with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
