@@ -88,6 +88,14 @@ else
     echo "run.sh: the working tree does not build; try --rev HEAD (a committed revision)" >&2; exit 1
   fi
   BIN=$REPO/target/release/sinkd
+  # The tree as it was when the binary was built, not as it is now: a later
+  # --skip-build run must not label the binary with edits made since.
+  BUILT_FROM=$BIN.built-from
+  if [ "$BUILD" = 1 ]; then
+    echo "$DESC" > "$BUILT_FROM"
+  elif [ -f "$BUILT_FROM" ] && [ ! "$BIN" -nt "$BUILT_FROM" ]; then
+    DESC=$(cat "$BUILT_FROM")
+  fi
 fi
 [ -x "$BIN" ] || { echo "run.sh: no sinkd binary at $BIN" >&2; exit 1; }
 export SINKD_BIN="$BIN"
