@@ -326,28 +326,12 @@ pub fn load(loaded: &Loaded) -> Load {
     let mut ranges = RangeSetBuilder::new();
     let mut seen = HashSet::new();
 
-    let groups = [
-        (&config.lists, Kind::Block),
-        (&config.allow, Kind::Allow),
-        (&config.answer_ips, Kind::Ranges),
-    ];
-    let mut planned: Vec<(PathBuf, Kind)> = Vec::new();
-    for (patterns, kind) in groups {
-        for pattern in patterns {
-            match expand(loaded, pattern) {
-                Ok(paths) if paths.is_empty() => warn!("blocking: `{pattern}` matches no file"),
-                Ok(paths) => planned.extend(paths.into_iter().map(|p| (p, kind))),
-                Err(message) => fatal.push(config_problem(loaded, message)),
-            }
-        }
+    let planned = list_files(loaded);
+    for pattern in &planned.unmatched {
+        warn!("blocking: `{pattern}` matches no file");
     }
-    planned.extend(
-        crate::remote::cached_lists(loaded)
-            .into_iter()
-            .map(|(p, allow)| (p, if allow { Kind::Allow } else { Kind::Block })),
-    );
-
-    for (path, kind) in planned {
+    fatal.extend((planned.unexpandable.into_iter()).map(|message| config_problem(loaded, message)));
+    for (path, kind) in planned.files {
         if !seen.insert((path.clone(), kind)) {
             continue;
         }
@@ -399,6 +383,55 @@ pub fn load(loaded: &Loaded) -> Load {
         files: file_count,
         took: started.elapsed(),
     }
+}
+
+/// Every file the `[blocking]` section names (patterns and directories
+/// expanded) and the cached remote lists, each with what it holds.
+#[derive(Default)]
+struct ListFiles {
+    files: Vec<(PathBuf, Kind)>,
+    /// Patterns that match no file.
+    unmatched: Vec<String>,
+    /// Why patterns could not be expanded.
+    unexpandable: Vec<String>,
+}
+
+fn list_files(loaded: &Loaded) -> ListFiles {
+    let config = &loaded.config.blocking;
+    let groups = [
+        (&config.lists, Kind::Block),
+        (&config.allow, Kind::Allow),
+        (&config.answer_ips, Kind::Ranges),
+    ];
+    let mut found = ListFiles::default();
+    for (patterns, kind) in groups {
+        for pattern in patterns {
+            match expand(loaded, pattern) {
+                Ok(paths) if paths.is_empty() => found.unmatched.push(pattern.clone()),
+                Ok(paths) => found.files.extend(paths.into_iter().map(|p| (p, kind))),
+                Err(message) => found.unexpandable.push(message),
+            }
+        }
+    }
+    found.files.extend(
+        crate::remote::cached_lists(loaded)
+            .into_iter()
+            .map(|(p, allow)| (p, if allow { Kind::Allow } else { Kind::Block })),
+    );
+    found
+}
+
+/// The size on disk of the name lists `loaded` names: what a reload is
+/// about to read, known before reading it. Files that cannot be read count
+/// nothing (the load reports them).
+pub fn name_list_bytes(loaded: &Loaded) -> u64 {
+    list_files(loaded)
+        .files
+        .into_iter()
+        .filter(|(_, kind)| *kind != Kind::Ranges)
+        .filter_map(|(path, _)| std::fs::metadata(path).ok())
+        .map(|meta| meta.len())
+        .sum()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]

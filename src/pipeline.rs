@@ -335,11 +335,6 @@ impl Pipeline {
         self.generation.fetch_add(1, Ordering::Release);
     }
 
-    /// Names the running lists block.
-    pub fn blocked_names(&self) -> usize {
-        self.blocking.load().counts().0
-    }
-
     /// Re-reads local zones, hosts files and device names (on reload).
     pub fn reload_names(&self, loaded: &Loaded) {
         let (zones, problems) = local::load(loaded);

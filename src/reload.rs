@@ -2,7 +2,7 @@
 //! every list and of the config file; a burst of changes (an editor's
 //! write-rename-delete dance) is debounced into one reload. SIGHUP reloads
 //! too. Reloads run on their own thread, never on a query's path; a big
-//! list's rebuild runs at idle priority (see [`IDLE_REBUILD_NAMES`]).
+//! list's rebuild runs at idle priority (see [`IDLE_REBUILD_BYTES`]).
 //!
 //! Only changes count, never reads: a reload reads the config and the lists,
 //! and counting those reads would start the next reload.
@@ -28,15 +28,16 @@ use crate::pipeline::Pipeline;
 const DEBOUNCE: Duration = Duration::from_millis(150);
 /// A steady stream of changes still reloads this often.
 const MAX_DELAY: Duration = Duration::from_millis(600);
-/// While the running lists hold more names than this, a reload rebuilds at
-/// idle priority (the first reload after a big list is added does not, yet:
-/// it is judged by the lists it replaces). Rebuilding
-/// costs about 0.35 µs a name: a million names take some 350 ms of CPU that
-/// a query on the same core must not wait behind, while 20,000 take some
-/// 7 ms. Idle priority has a price: any other busy process on the machine
-/// starves it, and a small edit would then wait seconds for what normal
-/// priority does at once.
-const IDLE_REBUILD_NAMES: usize = 20_000;
+/// When the name lists a reload is about to read are bigger than this on
+/// disk, it rebuilds at idle priority. Rebuilding costs about 0.35 µs a
+/// name: a million names take some 350 ms of CPU that a query on the same
+/// core must not wait behind. 640 KB is at most some 20,000 to 35,000 names
+/// (public domain lists spend 18 to 22 bytes a line, hosts files about 30),
+/// 7 to 12 ms. Idle priority has a price: any other busy process on the
+/// machine starves it, and a small edit would then wait seconds for what
+/// normal priority does at once. The files are judged, not the running
+/// lists, so the reload that adds a big list already runs at idle priority.
+const IDLE_REBUILD_BYTES: u64 = 640_000;
 
 enum Trigger {
     /// A file sinkd reads changed.
@@ -155,11 +156,16 @@ fn run(
         let mut notify = vec![sd_notify::NotifyState::Reloading];
         notify.extend(sd_notify::NotifyState::monotonic_usec_now());
         let _ = sd_notify::notify(&notify);
-        let fresh = if pipeline.blocked_names() > IDLE_REBUILD_NAMES {
-            at_idle_priority(|| reload(&loaded, &pipeline))
-        } else {
-            reload(&loaded, &pipeline)
-        };
+        let fresh = config::load(&loaded.path)
+            .inspect_err(|problem| error!("{problem} (keeping the running configuration)"))
+            .ok();
+        if let Some(fresh) = &fresh {
+            if blocking::name_list_bytes(fresh) > IDLE_REBUILD_BYTES {
+                at_idle_priority(|| apply(&loaded, fresh, &pipeline));
+            } else {
+                apply(&loaded, fresh, &pipeline);
+            }
+        }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         if let Some(fresh) = fresh {
             loaded = fresh;
@@ -173,7 +179,7 @@ fn run(
 
 /// Runs `work` on a thread of its own at idle priority and waits for it:
 /// this thread keeps the normal priority its waits for edits need.
-fn at_idle_priority<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+fn at_idle_priority(work: impl FnOnce() + Send) {
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("sinkd-rebuild".into())
@@ -269,16 +275,9 @@ fn absolute(path: &Path) -> PathBuf {
     }
 }
 
-/// Re-reads the config and everything it names, and swaps each new snapshot
-/// in. What cannot be read keeps what is running, and says so.
-fn reload(loaded: &Loaded, pipeline: &Pipeline) -> Option<Loaded> {
-    let fresh = match config::load(&loaded.path) {
-        Ok(fresh) => fresh,
-        Err(problem) => {
-            error!("{problem} (keeping the running configuration)");
-            return None;
-        }
-    };
+/// Reads everything the freshly read config names, and swaps each new
+/// snapshot in. What cannot be read keeps what is running, and says so.
+fn apply(loaded: &Loaded, fresh: &Loaded, pipeline: &Pipeline) {
     let (old, new) = (&loaded.config, &fresh.config);
     if old.server != new.server
         || old.upstream != new.upstream
@@ -291,7 +290,7 @@ fn reload(loaded: &Loaded, pipeline: &Pipeline) -> Option<Loaded> {
             loaded.path.display()
         );
     }
-    let load = blocking::load(&fresh);
+    let load = blocking::load(fresh);
     if load.unreadable.is_empty() {
         blocking::report(&load);
         pipeline.swap_policy(load.policy);
@@ -300,6 +299,5 @@ fn reload(loaded: &Loaded, pipeline: &Pipeline) -> Option<Loaded> {
             error!("{problem} (keeping the lists as they were)");
         }
     }
-    pipeline.reload_names(&fresh);
-    Some(fresh)
+    pipeline.reload_names(fresh);
 }

@@ -423,21 +423,21 @@ fn thread_policies(pid: u32) -> Vec<(String, u32)> {
 }
 
 /// A reload of a million names takes a third of a second of CPU: a big
-/// list's rebuild runs only when no query wants the CPU. Queries, and the
-/// reload thread that waits for edits, keep the normal policy.
+/// list's rebuild runs only when no query wants the CPU, from the reload
+/// that adds it on (judged by the files, not by the running lists). Queries,
+/// and the reload thread that waits for edits, keep the normal policy.
 #[tokio::test(flavor = "multi_thread")]
-async fn big_list_rebuilds_run_at_idle_priority_and_queries_do_not() {
+async fn adding_a_big_list_rebuilds_at_idle_priority_and_queries_do_not() {
     let upstream = Upstream::start(zone).await;
-    let big: String = (0..50_000).map(|i| format!("n{i}.big.test\n")).collect();
     let sinkd = Sinkd::start_with_files(
-        &config_for(
-            &[upstream.addr],
-            "[blocking]\nlists = [\"lists/big.txt\"]\n",
-        ),
-        &[("lists/big.txt", &big)],
+        &config_for(&[upstream.addr], "[blocking]\nlists = [\"lists/\"]\n"),
+        &[("lists/small.txt", "small.test\n")],
     );
-    assert!(is_blocked(&sinkd, "n49999.big.test.").await);
-    sinkd.hangup();
+    assert!(is_blocked(&sinkd, "small.test.").await);
+    let big: String = (0..50_000).map(|i| format!("n{i}.big.test\n")).collect();
+    // Written beside the lists and renamed in, as editors do: one change.
+    std::fs::write(sinkd.path("big.part"), &big).unwrap();
+    std::fs::rename(sinkd.path("big.part"), sinkd.path("lists/big.txt")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let policies = loop {
         let policies = thread_policies(sinkd.pid());
@@ -474,4 +474,9 @@ async fn big_list_rebuilds_run_at_idle_priority_and_queries_do_not() {
         workers.iter().all(|&p| p == libc::SCHED_OTHER as u32),
         "{policies:?}"
     );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !is_blocked(&sinkd, "n49999.big.test.").await {
+        assert!(Instant::now() < deadline, "the big list never took effect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
