@@ -156,24 +156,22 @@ fn run(
         let mut notify = vec![sd_notify::NotifyState::Reloading];
         notify.extend(sd_notify::NotifyState::monotonic_usec_now());
         let _ = sd_notify::notify(&notify);
-        let fresh = config::load(&loaded.path)
-            .inspect_err(|problem| error!("{problem} (keeping the running configuration)"))
-            .ok();
-        if let Some(fresh) = &fresh {
-            if blocking::name_list_bytes(fresh) > IDLE_REBUILD_BYTES {
-                at_idle_priority(|| apply(&loaded, fresh, &pipeline));
-            } else {
-                apply(&loaded, fresh, &pipeline);
+        match config::load(&loaded.path) {
+            Ok(fresh) => {
+                if blocking::name_list_bytes(&fresh) > IDLE_REBUILD_BYTES {
+                    at_idle_priority(|| apply(&loaded, &fresh, &pipeline));
+                } else {
+                    apply(&loaded, &fresh, &pipeline);
+                }
+                loaded = fresh;
+                current.store(Arc::new(loaded.clone()));
+                if let Some(w) = watcher.as_mut() {
+                    watch(w, &loaded, &mut watched);
+                }
             }
+            Err(problem) => error!("{problem} (keeping the running configuration)"),
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        if let Some(fresh) = fresh {
-            loaded = fresh;
-            current.store(Arc::new(loaded.clone()));
-            if let Some(w) = watcher.as_mut() {
-                watch(w, &loaded, &mut watched);
-            }
-        }
     }
 }
 
