@@ -431,22 +431,27 @@ async fn adding_a_big_list_rebuilds_at_idle_priority_and_queries_do_not() {
     let upstream = Upstream::start(zone).await;
     let sinkd = Sinkd::start_with_files(
         &config_for(&[upstream.addr], "[blocking]\nlists = [\"lists/\"]\n"),
-        &[("lists/small.txt", "small.test\n")],
+        &[("lists/small.txt", "small.test\n"), ("staging/.keep", "")],
     );
     assert!(is_blocked(&sinkd, "small.test.").await);
     let big: String = (0..50_000).map(|i| format!("n{i}.big.test\n")).collect();
-    // Written beside the lists and renamed in, as editors do: one change.
-    std::fs::write(sinkd.path("big.part"), &big).unwrap();
-    std::fs::rename(sinkd.path("big.part"), sinkd.path("lists/big.txt")).unwrap();
+    // Written where sinkd does not watch and renamed in, as editors do: one
+    // change. (Written in the config's directory, its write could start a
+    // reload that weighs the lists before the rename and reads them after.)
+    std::fs::write(sinkd.path("staging/big.part"), &big).unwrap();
+    std::fs::rename(sinkd.path("staging/big.part"), sinkd.path("lists/big.txt")).unwrap();
+    // The rebuild thread sets its policy as its first step: wait for that.
     let deadline = Instant::now() + Duration::from_secs(10);
     let policies = loop {
         let policies = thread_policies(sinkd.pid());
-        let rebuilding = policies.iter().any(|(name, _)| name == "sinkd-rebuild");
+        let rebuilding_at_idle = policies
+            .iter()
+            .any(|(name, policy)| name == "sinkd-rebuild" && *policy == libc::SCHED_IDLE as u32);
         assert!(
             Instant::now() < deadline,
-            "no rebuild thread seen: {policies:?}"
+            "no rebuild thread seen at idle priority: {policies:?}"
         );
-        if rebuilding {
+        if rebuilding_at_idle {
             break policies;
         }
         std::thread::sleep(Duration::from_micros(200));
