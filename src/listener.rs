@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
-use crate::pipeline::{Pipeline, Proto, Step, Unlogged};
+use crate::pipeline::{Moment, Pipeline, Proto, Step, Unlogged};
 
 mod batch;
 use batch::Batch;
@@ -269,8 +269,7 @@ impl LoadMeter {
     }
 
     /// At the end of a window, its load in per mille.
-    fn window_end(&mut self) -> Option<u64> {
-        let now = Instant::now();
+    fn window_end(&mut self, now: Instant) -> Option<u64> {
         let elapsed = now - self.window_start;
         if elapsed < LOAD_WINDOW {
             return None;
@@ -359,17 +358,18 @@ fn answer_now(
     packet: &[u8],
     src: SocketAddr,
     proto: Proto,
+    received: Instant,
     out: &mut Vec<u8>,
     key: &mut Vec<u8>,
 ) -> Step {
-    unless_panics(|| pipeline.answer_now(packet, src, proto, out, key)).unwrap_or_else(|| {
+    unless_panics(|| pipeline.answer_now(packet, src, proto, received, out, key)).unwrap_or_else(|| {
         tracing::error!(%src, packet = ?packet, "a query made sinkd panic; it was dropped (please report this)");
         Step::Drop
     })
 }
 
 /// Step 8 for answers already sent (at `sent`).
-fn log_sent(pipeline: &Pipeline, unlogged: impl IntoIterator<Item = Unlogged>, sent: Instant) {
+fn log_sent(pipeline: &Pipeline, unlogged: impl IntoIterator<Item = Unlogged>, sent: Moment) {
     for unlogged in unlogged {
         if unless_panics(|| pipeline.log(unlogged, sent)).is_none() {
             tracing::error!(
@@ -430,12 +430,13 @@ async fn serve_udp(
                         .await
                         .unwrap_or(Ok(0)),
                 };
-                meter.waited += waiting.elapsed();
-                received
+                let woke = Instant::now();
+                meter.waited += woke - waiting;
+                received.map(|n| (n, woke))
             }
-            received => received,
+            received => received.map(|n| (n, Instant::now())),
         };
-        let received = match received {
+        let (received, received_at) = match received {
             Ok(received) => received,
             Err(e) => {
                 // `wait_and_receive` woke with nothing (IDLE_WAKE), or an
@@ -452,7 +453,15 @@ async fn serve_udp(
         for i in 0..received {
             let (packet, src, out) = batch.datagram(i);
             let Some(src) = src else { continue };
-            match answer_now(&pipeline, packet, src, Proto::Udp, out, &mut key) {
+            match answer_now(
+                &pipeline,
+                packet,
+                src,
+                Proto::Udp,
+                received_at,
+                out,
+                &mut key,
+            ) {
                 Step::Reply(done) => {
                     batch.answer(i);
                     unlogged.extend(done);
@@ -477,9 +486,10 @@ async fn serve_udp(
         batch.send(&socket).await;
         // The answers are out before their lines are formatted, and before
         // those may wake the log writer.
-        log_sent(&pipeline, unlogged.drain(..), Instant::now());
+        let sent = Moment::now();
+        log_sent(&pipeline, unlogged.drain(..), sent);
         drop(log_lines);
-        if let Some(load) = meter.window_end() {
+        if let Some(load) = meter.window_end(sent.instant) {
             match helper {
                 None => spill.first_load(load),
                 Some(helper) if spill.helper_leaves(helper, load) => {
@@ -597,10 +607,19 @@ async fn serve_tcp_connection(
             Ok(Ok(_)) => {}
             Ok(Err(_)) | Err(_) => break,
         }
-        match answer_now(&pipeline, &buf[..len], src, Proto::Tcp, &mut out, &mut key) {
+        let received = Instant::now();
+        match answer_now(
+            &pipeline,
+            &buf[..len],
+            src,
+            Proto::Tcp,
+            received,
+            &mut out,
+            &mut key,
+        ) {
             Step::Reply(unlogged) => {
                 let queued = answers.send(out.clone()).await;
-                log_sent(&pipeline, unlogged, Instant::now());
+                log_sent(&pipeline, unlogged, Moment::now());
                 if queued.is_err() {
                     break;
                 }

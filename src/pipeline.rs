@@ -71,6 +71,25 @@ pub enum Step {
     Forward(Pending),
 }
 
+/// A point in time on both clocks: `instant` to measure with, `wall` for the
+/// log line's timestamp. Read once for a whole batch of answers sent
+/// together: two clock readings a query were a tenth of a cache hit's
+/// instructions.
+#[derive(Clone, Copy, Debug)]
+pub struct Moment {
+    pub instant: Instant,
+    pub wall: SystemTime,
+}
+
+impl Moment {
+    pub fn now() -> Moment {
+        Moment {
+            instant: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
+
 /// What one query is, for the log line at its end.
 struct Asked {
     started: Instant,
@@ -355,15 +374,18 @@ impl Pipeline {
 
     /// Everything up to a cache hit. `key` is scratch space reused across
     /// queries so a hit allocates little beyond the answer.
+    /// `received`: when the listener read the packet (for UDP, the batch
+    /// it came in: one clock reading a batch, not one a query).
     pub fn answer_now(
         &self,
         packet: &[u8],
         src: SocketAddr,
         proto: Proto,
+        received: Instant,
         out: &mut Vec<u8>,
         key: &mut Vec<u8>,
     ) -> Step {
-        let started = Instant::now();
+        let started = received;
         // 1. parse
         let query = match Query::parse(packet) {
             Ok(query) => query,
@@ -547,10 +569,11 @@ impl Pipeline {
                     }
                 };
                 send(&out).await;
-                let sent = Instant::now();
+                let sent = Moment::now();
                 // Stored as the upstream gave it: inspection runs on every
                 // hit, against the lists of that moment.
-                self.cache.insert(&key, &answered.answer, checked, sent);
+                self.cache
+                    .insert(&key, &answered.answer, checked, sent.instant);
                 self.log(unlogged, sent);
             }
             Err(e) => {
@@ -559,7 +582,7 @@ impl Pipeline {
                 send(&out).await;
                 self.log(
                     Unlogged::new(asked, &query, &out, Action::Failed),
-                    Instant::now(),
+                    Moment::now(),
                 );
             }
         }
@@ -635,7 +658,7 @@ impl Pipeline {
     }
 
     // 8. record, once the answer is sent (at `sent`)
-    pub fn log(&self, unlogged: Unlogged, sent: Instant) {
+    pub fn log(&self, unlogged: Unlogged, sent: Moment) {
         self.queries.add(unlogged.action);
         let Some(log) = &self.querylog else { return };
         let Unlogged {
@@ -653,7 +676,7 @@ impl Pipeline {
             None => (&[][..], address.as_slice()),
         };
         log.record(&Record {
-            at: SystemTime::now(),
+            at: sent.wall,
             client: asked.client,
             mac: device.mac.as_deref(),
             device: device.name.as_deref(),
@@ -662,12 +685,12 @@ impl Pipeline {
             name: &asked.name,
             qtype,
             action,
-            rule: rule.as_ref().map(|rule| rule as &dyn std::fmt::Display),
+            rule: rule.as_deref(),
             rcode,
             cnames,
             addresses,
             upstream: answer.as_ref().and_then(Given::upstream),
-            elapsed: sent.saturating_duration_since(asked.started),
+            elapsed: sent.instant.saturating_duration_since(asked.started),
         });
     }
 }

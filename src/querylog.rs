@@ -15,7 +15,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
@@ -106,9 +106,8 @@ pub struct Record<'a> {
     pub name: &'a str,
     pub qtype: u16,
     pub action: Action,
-    /// `file:line pattern` of the rule that decided, if one did; formatted
-    /// only when the line is.
-    pub rule: Option<&'a dyn fmt::Display>,
+    /// `file:line pattern` of the rule that decided, if one did.
+    pub rule: Option<&'a str>,
     pub rcode: u16,
     /// The answer, in answer order: CNAME targets, then addresses.
     pub cnames: &'a [Box<str>],
@@ -738,6 +737,49 @@ struct LineFormatter {
     second: Option<u64>,
     /// `2026-11-23T19:04:05.` for that second.
     stamp: String,
+    /// Who asked last, and the line's text from the client to the name:
+    /// a home's queries come in runs from one device, and this part was a
+    /// third of a line's instructions.
+    asker: Asker,
+    asker_text: Vec<u8>,
+}
+
+/// The fields of a line that name who asked (none before the first line).
+#[derive(Default)]
+struct Asker {
+    client: Option<IpAddr>,
+    mac: Option<String>,
+    device: Option<String>,
+    group: Option<String>,
+    proto: &'static str,
+}
+
+impl Asker {
+    fn is(&self, r: &Record) -> bool {
+        self.client == Some(r.client)
+            && self.mac.as_deref() == r.mac
+            && self.device.as_deref() == r.device
+            && self.group.as_deref() == r.group
+            && self.proto == r.proto
+    }
+
+    /// Becomes `r`'s asker, in the strings it already holds.
+    fn remember(&mut self, r: &Record) {
+        fn copy(slot: &mut Option<String>, value: Option<&str>) {
+            match (slot.as_mut(), value) {
+                (Some(held), Some(value)) => {
+                    held.clear();
+                    held.push_str(value);
+                }
+                _ => *slot = value.map(str::to_owned),
+            }
+        }
+        self.client = Some(r.client);
+        copy(&mut self.mac, r.mac);
+        copy(&mut self.device, r.device);
+        copy(&mut self.group, r.group);
+        self.proto = r.proto;
+    }
 }
 
 impl LineFormatter {
@@ -767,31 +809,30 @@ impl LineFormatter {
             b'0' + (millis / 10 % 10) as u8,
             b'0' + (millis % 10) as u8,
         ]);
-        line.extend_from_slice(b"Z\",\"client\":\"");
-        push_ip(line, r.client.to_canonical());
-        line.extend_from_slice(b"\",\"mac\":");
-        push_optional(line, r.mac);
-        line.extend_from_slice(b",\"device\":");
-        push_optional(line, r.device);
-        line.extend_from_slice(b",\"group\":");
-        push_optional(line, r.group);
-        line.extend_from_slice(b",\"proto\":");
-        push_string(line, r.proto);
-        line.extend_from_slice(b",\"name\":");
+        if !self.asker.is(r) {
+            self.asker.remember(r);
+            let text = &mut self.asker_text;
+            text.clear();
+            text.extend_from_slice(b"Z\",\"client\":\"");
+            push_ip(text, r.client.to_canonical());
+            text.extend_from_slice(b"\",\"mac\":");
+            push_optional(text, r.mac);
+            text.extend_from_slice(b",\"device\":");
+            push_optional(text, r.device);
+            text.extend_from_slice(b",\"group\":");
+            push_optional(text, r.group);
+            text.extend_from_slice(b",\"proto\":");
+            push_string(text, r.proto);
+            text.extend_from_slice(b",\"name\":");
+        }
+        line.extend_from_slice(&self.asker_text);
         push_string(line, r.name);
         line.extend_from_slice(b",\"type\":\"");
         push_type(line, r.qtype);
         line.extend_from_slice(b"\",\"action\":\"");
         line.extend_from_slice(r.action.as_str().as_bytes());
         line.extend_from_slice(b"\",\"rule\":");
-        match r.rule {
-            Some(rule) => {
-                line.push(b'"');
-                let _ = write!(JsonEscaped(line), "{rule}");
-                line.push(b'"');
-            }
-            None => line.extend_from_slice(b"null"),
-        }
+        push_optional(line, r.rule);
         line.extend_from_slice(b",\"rcode\":\"");
         push_rcode(line, r.rcode);
         line.extend_from_slice(b"\",\"answer\":[");
@@ -936,16 +977,6 @@ fn needs_escaping(bytes: &[u8]) -> bool {
         .remainder()
         .iter()
         .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
-}
-
-/// A `fmt::Write` that escapes what it is given for a JSON string.
-struct JsonEscaped<'a>(&'a mut Vec<u8>);
-
-impl fmt::Write for JsonEscaped<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        escape_into(self.0, s);
-        Ok(())
-    }
 }
 
 /// Milliseconds, rounded: microseconds matter below 1 ms (cache hits,
@@ -1162,7 +1193,7 @@ mod tests {
             name,
             qtype: 1,
             action: Action::Blocked,
-            rule: Some(&"blocklists/xiaomi.txt:12 miui.com"),
+            rule: Some("blocklists/xiaomi.txt:12 miui.com"),
             rcode: 0,
             cnames: &[],
             addresses: &SINKHOLE,
@@ -1174,6 +1205,39 @@ mod tests {
     fn line_of(record: &Record) -> String {
         let mut formatter = LineFormatter::default();
         String::from_utf8(formatter.format(record).to_vec()).unwrap()
+    }
+
+    /// One formatter keeps the text naming the last asker: each line must
+    /// still name its own, whichever field changed.
+    #[test]
+    fn each_line_names_its_own_asker() {
+        let mut formatter = LineFormatter::default();
+        let first = record("a.example");
+        let mut other_client = first;
+        other_client.client = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 24));
+        let mut no_mac = first;
+        no_mac.mac = None;
+        let mut other_device = first;
+        other_device.device = Some("Kitchen TV");
+        let mut no_group = first;
+        no_group.group = None;
+        let mut tcp = first;
+        tcp.proto = "tcp";
+        // Each differs from `first` in one field, and comes between two of it.
+        let mut askers = vec![first];
+        for one_change in [other_client, no_mac, other_device, no_group, tcp] {
+            askers.extend([one_change, first]);
+        }
+        for r in &askers {
+            let line = String::from_utf8(formatter.format(r).to_vec()).unwrap();
+            assert_eq!(line, line_of(r), "after other lines from one formatter");
+            let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(back["client"], r.client.to_string());
+            assert_eq!(back["mac"], serde_json::json!(r.mac));
+            assert_eq!(back["device"], serde_json::json!(r.device));
+            assert_eq!(back["group"], serde_json::json!(r.group));
+            assert_eq!(back["proto"], r.proto);
+        }
     }
 
     fn lines(path: &Path) -> Vec<String> {
@@ -1296,7 +1360,7 @@ mod tests {
         let mut r = record("we\"ird\\name");
         r.device = Some("Tab\t\u{1}");
         let rule = "a \"quoted\" rule";
-        r.rule = Some(&rule);
+        r.rule = Some(rule);
         let json = line_of(&r);
         let back: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(back["name"], "we\"ird\\name");
