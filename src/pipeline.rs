@@ -73,8 +73,7 @@ pub enum Step {
 
 /// A point in time on both clocks: `instant` to measure with, `wall` for the
 /// log line's timestamp. Read once for a whole batch of answers sent
-/// together: two clock readings a query were a tenth of a cache hit's
-/// instructions.
+/// together, not once a query: they went out in one system call.
 #[derive(Clone, Copy, Debug)]
 pub struct Moment {
     pub instant: Instant,
