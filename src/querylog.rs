@@ -172,9 +172,11 @@ impl Shared {
     }
 }
 
-/// Lines formatted on this thread while [`StagedLines`] lives, for one log.
+/// Lines formatted on this thread while [`StagedLines`] lives, for one log;
+/// outside a batch, the formatter's own buffer holds the one line.
 #[derive(Default)]
 struct Staged {
+    formatter: LineFormatter,
     open: bool,
     lines: Vec<u8>,
     count: usize,
@@ -184,7 +186,7 @@ struct Staged {
 
 impl Staged {
     /// Formats `record` straight into the staged lines (for `log`).
-    fn add(&mut self, log: &QueryLog, formatter: &mut LineFormatter, record: &Record) {
+    fn add(&mut self, log: &QueryLog, record: &Record) {
         if !self
             .log
             .as_ref()
@@ -193,7 +195,7 @@ impl Staged {
             self.publish();
             self.log = Some((log.shared.clone(), log.drops.clone()));
         }
-        formatter.append(record, &mut self.lines);
+        self.formatter.append(record, &mut self.lines);
         self.count += 1;
     }
 
@@ -240,9 +242,7 @@ pub struct QueryLog {
 }
 
 thread_local! {
-    /// Each thread formats its lines with this (and its buffer, outside a
-    /// batch) before taking the queue's lock.
-    static SCRATCH: RefCell<LineFormatter> = RefCell::new(LineFormatter::default());
+    /// Each thread formats its lines here before taking the queue's lock.
     static STAGED: RefCell<Staged> = RefCell::new(Staged::default());
 }
 
@@ -306,15 +306,13 @@ impl QueryLog {
         {
             return;
         }
-        SCRATCH.with_borrow_mut(|formatter| {
-            STAGED.with_borrow_mut(|staged| {
-                if staged.open {
-                    staged.add(self, formatter, record);
-                } else {
-                    self.shared
-                        .enqueue(formatter.format(record), 1, &self.drops);
-                }
-            });
+        STAGED.with_borrow_mut(|staged| {
+            if staged.open {
+                staged.add(self, record);
+            } else {
+                let line = staged.formatter.format(record);
+                self.shared.enqueue(line, 1, &self.drops);
+            }
         });
     }
 
