@@ -406,14 +406,15 @@ fn parse_answer(
     query: &wire::Query,
     ttl: TtlPolicy,
 ) -> Option<WireAnswer> {
-    match WireAnswer::from_upstream(bytes.clone(), packet, query, ttl) {
-        Some(answer) => Some(answer),
+    let answer = match WireAnswer::from_upstream(bytes.clone(), packet, query, ttl) {
+        Some(answer) => answer,
         None => {
             let mut message = Message::from_vec(&bytes).ok()?;
             message.edns = None;
-            WireAnswer::from_upstream(message.to_vec().ok()?, packet, query, ttl)
+            WireAnswer::from_upstream(message.to_vec().ok()?, packet, query, ttl)?
         }
-    }
+    };
+    Some(answer.relayed())
 }
 
 /// The message sent upstream: the client's question, RD set (we are a

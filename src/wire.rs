@@ -777,7 +777,9 @@ impl WireAnswer {
         let qend = self.question_end as usize;
         out[HEADER_LEN..qend].copy_from_slice(&packet[HEADER_LEN..qend]);
         let stored = u16::from_be_bytes([out[2], out[3]]);
-        let flags = (stored & !(FLAG_RD | FLAG_CD)) | (query.flags & (FLAG_RD | FLAG_CD));
+        // RA whatever the upstream said: an authoritative upstream (a NAS,
+        // the router's own zone) offers no recursion, but sinkd does.
+        let flags = (stored & !(FLAG_RD | FLAG_CD)) | FLAG_RA | (query.flags & (FLAG_RD | FLAG_CD));
         out[2..4].copy_from_slice(&flags.to_be_bytes());
         if age > 0 {
             for &at in self.ttl_offsets.iter() {
@@ -811,6 +813,13 @@ impl WireAnswer {
 
     pub fn is_authoritative(&self) -> bool {
         u16::from_be_bytes([self.bytes[2], self.bytes[3]]) & FLAG_AA != 0
+    }
+
+    /// This answer as sinkd relays it from an upstream: sinkd is not the
+    /// authority for the name, so without AA (as Unbound and dnsmasq relay).
+    pub fn relayed(mut self) -> WireAnswer {
+        self.bytes[2] &= !((FLAG_AA >> 8) as u8);
+        self
     }
 
     /// The stored message with its OPT removed (tests and diagnostics).

@@ -101,6 +101,31 @@ fn zone(req: &Message) -> Reply {
     Reply::Answer(m)
 }
 
+/// An authoritative server as the upstream (a NAS, the router's own zone):
+/// AA set, no recursion offered.
+fn authoritative_zone(req: &Message) -> Reply {
+    let owner = req.queries[0].name().to_string();
+    let mut m = answer(req, vec![a(&owner, 300, "192.0.2.44")]);
+    m.metadata.authoritative = true;
+    m.metadata.recursion_available = false;
+    Reply::Answer(m)
+}
+
+/// Clients are told sinkd recurses (RA), and that it is not the authority
+/// for what it relays (no AA), whatever flags its upstream answered with:
+/// `dig` warns "recursion requested but not available" otherwise.
+#[tokio::test(flavor = "multi_thread")]
+async fn relayed_answers_offer_recursion_and_claim_no_authority() {
+    let upstream = Upstream::start(authoritative_zone).await;
+    let sinkd = Sinkd::with_upstreams(&[upstream.addr], "");
+    for (round, action) in ["forwarded", "cached"].iter().enumerate() {
+        let r = ask(sinkd.addr, "nas.example.test.", RecordType::A).await;
+        assert_eq!(rdatas(&r), ["192.0.2.44"], "round {round}");
+        assert!(r.metadata.recursion_available, "{action}: RA");
+        assert!(!r.metadata.authoritative, "{action}: no AA");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn forwards_common_types_faithfully() {
     let upstream = Upstream::start(zone).await;
