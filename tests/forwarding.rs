@@ -118,9 +118,14 @@ fn authoritative_zone(req: &Message) -> Reply {
 async fn relayed_answers_offer_recursion_and_claim_no_authority() {
     let upstream = Upstream::start(authoritative_zone).await;
     let sinkd = Sinkd::with_upstreams(&[upstream.addr], "");
-    for (round, action) in ["forwarded", "cached"].iter().enumerate() {
+    for action in ["forwarded", "cached"] {
         let r = ask(sinkd.addr, "nas.example.test.", RecordType::A).await;
-        assert_eq!(rdatas(&r), ["192.0.2.44"], "round {round}");
+        assert_eq!(rdatas(&r), ["192.0.2.44"], "{action}");
+        assert_eq!(
+            upstream.count(),
+            1,
+            "{action}: the second comes from the cache"
+        );
         assert!(r.metadata.recursion_available, "{action}: RA");
         assert!(!r.metadata.authoritative, "{action}: no AA");
     }
