@@ -331,7 +331,12 @@ pub fn load(loaded: &Loaded) -> Load {
     for pattern in &planned.unmatched {
         warn!("blocking: `{pattern}` matches no file");
     }
-    fatal.extend((planned.unexpandable.into_iter()).map(|message| config_problem(loaded, message)));
+    fatal.extend(
+        planned
+            .unexpandable
+            .into_iter()
+            .map(|message| config_problem(loaded, message)),
+    );
     for (path, kind) in planned.files {
         if !seen.insert((path.clone(), kind)) {
             continue;
