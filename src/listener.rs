@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -410,15 +411,22 @@ impl UpstreamTasks {
 /// and handed the runtime its turn: a few microseconds added to every cache
 /// miss's latency. The first poll is under a waker that does nothing, which
 /// is sound because a spawned task is always polled once more, under its
-/// own waker, before it waits.
+/// own waker, before it waits. A panic in that first poll costs the one
+/// query, as it would in the task, not the thread.
 fn start_upstream_task(
     pipeline: &Pipeline,
     mut upstream: Pin<Box<impl Future<Output = ()> + Send + 'static>>,
 ) {
     let mut first_poll = std::task::Context::from_waker(std::task::Waker::noop());
-    if upstream.as_mut().poll(&mut first_poll).is_pending() {
-        let task = tokio::spawn(upstream);
-        pipeline.admit_upstream_task(task.abort_handle());
+    match unless_panics(|| upstream.as_mut().poll(&mut first_poll)) {
+        Some(Poll::Pending) => {
+            let task = tokio::spawn(upstream);
+            pipeline.admit_upstream_task(task.abort_handle());
+        }
+        Some(Poll::Ready(())) => {}
+        None => tracing::error!(
+            "forwarding a query made sinkd panic; it was dropped (please report this)"
+        ),
     }
 }
 
