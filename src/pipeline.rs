@@ -89,6 +89,30 @@ impl Moment {
     }
 }
 
+thread_local! {
+    /// The buffers of logged queries' names, for the next queries' names:
+    /// a name's own allocation and free were 4% of a cache hit's
+    /// instructions.
+    static SPARE_NAMES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// More would only be memory held: a UDP batch is 32 queries.
+const SPARE_NAMES_KEPT: usize = 64;
+
+fn spare_name() -> String {
+    SPARE_NAMES
+        .with_borrow_mut(|spare| spare.pop())
+        .unwrap_or_default()
+}
+
+fn recycle_name(name: String) {
+    SPARE_NAMES.with_borrow_mut(|spare| {
+        if spare.len() < SPARE_NAMES_KEPT {
+            spare.push(name);
+        }
+    });
+}
+
 /// What one query is, for the log line at its end.
 struct Asked {
     started: Instant,
@@ -402,12 +426,13 @@ impl Pipeline {
 
         // 2. who
         let client = src.ip().to_canonical();
-        let asked = Asked {
+        let mut asked = Asked {
             started,
             client,
             proto,
-            name: query.name(packet),
+            name: spare_name(),
         };
+        query.name_into(packet, &mut asked.name);
 
         // 3. may ask?
         if !self.allowed(client) {
@@ -691,6 +716,7 @@ impl Pipeline {
             upstream: answer.as_ref().and_then(Given::upstream),
             elapsed: sent.instant.saturating_duration_since(asked.started),
         });
+        recycle_name(asked.name);
     }
 }
 
