@@ -912,6 +912,17 @@ mod tests {
     }
 
     #[test]
+    fn bytes_beyond_ascii_are_escaped_and_a_reused_buffer_keeps_nothing_of_its_last_name() {
+        let mut p = query_packet(&["Caf---", "example"], 1, None);
+        // "Café" in UTF-8, then a byte that is not UTF-8 at all.
+        p[HEADER_LEN + 4..HEADER_LEN + 7].copy_from_slice(&[0xC3, 0xA9, 0xFF]);
+        let q = Query::parse(&p).unwrap();
+        let mut name = String::from("a-much-longer-name-left-over-from-an-earlier-query.example");
+        q.name_into(&p, &mut name);
+        assert_eq!(name, "caf\\195\\169\\255.example");
+    }
+
+    #[test]
     fn parses_a_plain_query() {
         let p = query_packet(&["WWW", "Example", "com"], 1, None);
         let q = Query::parse(&p).unwrap();
