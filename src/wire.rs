@@ -195,6 +195,8 @@ impl Query {
 
     /// [`Query::name`], written over `out` (whose buffer is reused).
     pub fn name_into(&self, packet: &[u8], out: &mut String) {
+        out.clear();
+        out.reserve(self.name_end - HEADER_LEN);
         // The question was checked when parsed, so reading it cannot fail.
         read_name(packet, HEADER_LEN, out);
         if out.is_empty() {
