@@ -90,7 +90,7 @@ impl Moment {
 }
 
 thread_local! {
-    /// The buffers of logged queries' names, for the next queries' names:
+    /// The buffers of finished queries' names, for the next queries' names:
     /// a name's own allocation and free were 4% of a cache hit's
     /// instructions.
     static SPARE_NAMES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -105,12 +105,20 @@ fn spare_name() -> String {
         .unwrap_or_default()
 }
 
-fn recycle_name(name: String) {
-    SPARE_NAMES.with_borrow_mut(|spare| {
-        if spare.len() < SPARE_NAMES_KEPT {
-            spare.push(name);
-        }
-    });
+/// Every query's name buffer goes back when the query is done, however it
+/// ends (logged or not: the log may be off, the query dropped).
+impl Drop for Asked {
+    fn drop(&mut self) {
+        let name = std::mem::take(&mut self.name);
+        // `try_with`: a runtime torn down with its thread drops its waiting
+        // queries after the thread's locals are gone.
+        let _ = SPARE_NAMES.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_NAMES_KEPT {
+                spare.push(name);
+            }
+        });
+    }
 }
 
 /// What one query is, for the log line at its end.
@@ -716,7 +724,6 @@ impl Pipeline {
             upstream: answer.as_ref().and_then(Given::upstream),
             elapsed: sent.instant.saturating_duration_since(asked.started),
         });
-        recycle_name(asked.name);
     }
 }
 
