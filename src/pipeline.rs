@@ -569,34 +569,38 @@ impl Pipeline {
     /// answer: SERVFAIL when no upstream could give one. The cache and the
     /// query log are written after `send`, so the client does not wait on
     /// them.
-    pub async fn answer_upstream(&self, pending: Pending, send: impl AsyncFnOnce(&[u8])) {
+    ///
+    /// This future is every forwarded query's task, so it is kept small
+    /// (under a kilobyte, see `listener::start_upstream_task`): it owns its
+    /// `Arc`, so a caller needs no `async` block of its own around it, which
+    /// would hold it twice.
+    pub async fn answer_upstream(self: Arc<Self>, pending: Pending, send: impl AsyncFnOnce(&[u8])) {
         self.in_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _in_flight = InFlight(&self.in_flight);
-        let Pending {
-            packet,
-            query,
-            key,
-            upstreams,
-            checked,
-            asked,
-        } = pending;
         let mut out = Vec::new();
-        match upstreams.resolve(&key, packet.clone(), query).await {
+        let resolved = pending
+            .upstreams
+            .resolve(&pending.key, pending.packet.clone(), pending.query)
+            .await;
+        let (packet, query, checked) = (&pending.packet, &pending.query, pending.checked);
+        match resolved {
             Ok(answered) => {
-                let policy = self.blocking.load();
                 let block = (!checked.exempt)
-                    .then(|| policy.inspect(&answered.answer, query.qtype, checked.rebinding))
+                    .then(|| {
+                        let policy = self.blocking.load();
+                        policy.inspect(&answered.answer, query.qtype, checked.rebinding)
+                    })
                     .flatten();
                 let unlogged = match block {
                     // Rare: an answer into a blocked range.
-                    Some(block) => self.block(&packet, &query, block, asked, &mut out),
+                    Some(block) => self.block(packet, query, block, pending.asked, &mut out),
                     None => {
-                        let limit = limit(asked.proto, &query);
-                        answered.answer.write(&packet, &query, 0, limit, &mut out);
+                        let limit = limit(pending.asked.proto, query);
+                        answered.answer.write(packet, query, 0, limit, &mut out);
                         Unlogged {
                             answer: Some(Given::Forwarded(answered.clone())),
-                            ..Unlogged::new(asked, &query, &out, Action::Forwarded)
+                            ..Unlogged::new(pending.asked, query, &out, Action::Forwarded)
                         }
                     }
                 };
@@ -605,15 +609,15 @@ impl Pipeline {
                 // Stored as the upstream gave it: inspection runs on every
                 // hit, against the lists of that moment.
                 self.cache
-                    .insert(&key, &answered.answer, checked, sent.instant);
+                    .insert(&pending.key, &answered.answer, checked, sent.instant);
                 self.log(unlogged, sent);
             }
             Err(e) => {
-                debug!(name = %asked.name, error = %e, "SERVFAIL");
-                wire::error_answer(&packet, &query, Rcode::ServFail, &mut out);
+                debug!(name = %pending.asked.name, error = %e, "SERVFAIL");
+                wire::error_answer(packet, query, Rcode::ServFail, &mut out);
                 send(&out).await;
                 self.log(
-                    Unlogged::new(asked, &query, &out, Action::Failed),
+                    Unlogged::new(pending.asked, query, &out, Action::Failed),
                     Moment::now(),
                 );
             }

@@ -38,16 +38,34 @@ fn register(socket: std::net::UdpSocket, interest: Interest) -> io::Result<UdpLi
 }
 
 /// Sends one datagram without waiting, unless the send buffer is full.
+///
+/// The waiting is boxed: this future is part of every forwarded query's
+/// task, and inline it (an address and a registration) made that task over
+/// a kilobyte, a size glibc's allocator serves only after tidying its free
+/// lists, on every cache miss.
 pub async fn send_to(socket: &UdpListener, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
+    match try_send_to(socket, datagram, to) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Box::pin(send_to_when_writable(socket, datagram, to)).await
+        }
+        sent => sent,
+    }
+}
+
+fn try_send_to(socket: &UdpListener, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
     let to = socket2::SockAddr::from(to);
+    socket2::SockRef::from(socket.get_ref()).send_to_with_flags(datagram, &to, libc::MSG_DONTWAIT)
+}
+
+async fn send_to_when_writable(
+    socket: &UdpListener,
+    datagram: &[u8],
+    to: SocketAddr,
+) -> io::Result<usize> {
     loop {
-        let sent = socket2::SockRef::from(socket.get_ref()).send_to_with_flags(
-            datagram,
-            &to,
-            libc::MSG_DONTWAIT,
-        );
-        match sent {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => until_writable(socket).await?,
+        until_writable(socket).await?;
+        match try_send_to(socket, datagram, to) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             sent => return sent,
         }
     }
