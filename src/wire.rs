@@ -5,6 +5,7 @@
 //! from the packet and answers by copying stored bytes. hickory-proto is used
 //! where a whole message must be understood (talking to upstreams, tests).
 
+use smallvec::SmallVec;
 use std::net::IpAddr;
 use std::ops::Range;
 
@@ -434,14 +435,18 @@ pub fn blocked_answer(
 }
 
 /// The record layout of a whole message (typically an upstream's answer).
+/// A few records per section are kept inline: taking apart a typical answer
+/// (an address or two, an OPT) then allocates nothing.
 #[derive(Debug, Default)]
 pub struct Layout {
     pub question_count: u16,
     pub question_end: usize,
-    pub answers: Vec<RecordAt>,
-    pub authorities: Vec<RecordAt>,
-    pub additionals: Vec<RecordAt>,
+    pub answers: Records,
+    pub authorities: Records,
+    pub additionals: Records,
 }
+
+pub type Records = SmallVec<[RecordAt; 4]>;
 
 impl Layout {
     pub fn scan(buf: &[u8]) -> Option<Layout> {
@@ -627,14 +632,14 @@ pub fn repeats_question(answer: &[u8], question: &[u8]) -> bool {
 #[derive(Debug, Clone)]
 pub struct WireAnswer {
     bytes: Box<[u8]>,
-    ttl_offsets: Box<[u16]>,
+    ttl_offsets: SmallVec<[u16; 8]>,
     question_end: u16,
     /// The TTL this answer may be cached for (RFC 2308 for negative ones),
     /// after the configured clamps; `None` when it must not be cached.
     pub cache_ttl: Option<u32>,
     pub rcode: u16,
     cname_targets: Box<[Box<str>]>,
-    addresses: Box<[IpAddr]>,
+    addresses: SmallVec<[IpAddr; 2]>,
 }
 
 /// Clamps applied to TTLs of stored answers.
@@ -670,12 +675,12 @@ impl WireAnswer {
             set_count(&mut out, 3, 0);
             return Some(WireAnswer {
                 bytes: out.into(),
-                ttl_offsets: Box::new([]),
+                ttl_offsets: SmallVec::new(),
                 question_end: query.question_end as u16,
                 cache_ttl: None,
                 rcode,
                 cname_targets: Box::new([]),
-                addresses: Box::new([]),
+                addresses: SmallVec::new(),
             });
         }
 
@@ -691,7 +696,12 @@ impl WireAnswer {
         // is not, the bytes after it may hold compression pointers to bytes
         // after it, so cutting it out is not safe and the answer is refused
         // (as is one with two OPTs, which RFC 6891 calls malformed).
-        let mut additionals = layout.additionals.clone();
+        let Layout {
+            answers,
+            authorities,
+            mut additionals,
+            ..
+        } = layout;
         if additionals.iter().filter(|r| r.rtype == TYPE_OPT).count() > 1 {
             return None;
         }
@@ -709,29 +719,22 @@ impl WireAnswer {
         let rcode = u16::from_be_bytes([buf[2], buf[3]]) & 0xF;
         let truncated = u16::from_be_bytes([buf[2], buf[3]]) & FLAG_TC != 0;
 
-        let records: Vec<RecordAt> = layout
-            .answers
-            .iter()
-            .chain(&layout.authorities)
-            .chain(&additionals)
-            .copied()
-            .collect();
-        let negative_ttl = layout
-            .authorities
+        let records = || answers.iter().chain(&authorities).chain(&additionals);
+        let negative_ttl = authorities
             .iter()
             .find(|r| r.rtype == TYPE_SOA && r.rdata.1 - r.rdata.0 >= 20)
             .map(|soa| read_u32(&buf, soa.ttl_at).min(read_u32(&buf, soa.rdata.1 - 4)));
 
         let cacheable = !truncated
             && match rcode {
-                0 if !layout.answers.is_empty() => true,
+                0 if !answers.is_empty() => true,
                 0 | 3 => negative_ttl.is_some(),
                 _ => false,
             };
         let mut lowest = u32::MAX;
-        for rec in &records {
+        for rec in records() {
             let mut value = read_u32(&buf, rec.ttl_at);
-            if layout.answers.is_empty() && rec.rtype == TYPE_SOA {
+            if answers.is_empty() && rec.rtype == TYPE_SOA {
                 // RFC 2308 §5: a cached negative answer's SOA carries the negative TTL.
                 value = negative_ttl.unwrap_or(value);
             }
@@ -745,8 +748,8 @@ impl WireAnswer {
             (true, t) => Some(t),
         };
         let mut cname_targets = Vec::new();
-        let mut addresses = Vec::new();
-        for rec in &layout.answers {
+        let mut addresses = SmallVec::new();
+        for rec in &answers {
             let rdata = &buf[rec.rdata.0..rec.rdata.1];
             match rec.rtype {
                 TYPE_A if rdata.len() == 4 => {
@@ -764,13 +767,13 @@ impl WireAnswer {
             }
         }
         Some(WireAnswer {
-            ttl_offsets: records.iter().map(|r| r.ttl_at as u16).collect(),
+            ttl_offsets: records().map(|r| r.ttl_at as u16).collect(),
             bytes: buf.into(),
             question_end: query.question_end as u16,
             cache_ttl,
             rcode,
             cname_targets: cname_targets.into(),
-            addresses: addresses.into(),
+            addresses,
         })
     }
 
@@ -837,6 +840,18 @@ impl WireAnswer {
 
     pub fn question_range(&self) -> Range<usize> {
         HEADER_LEN..self.question_end as usize
+    }
+
+    /// The question section: name, type, class.
+    pub fn question(&self) -> &[u8] {
+        &self.bytes[self.question_range()]
+    }
+
+    /// Lowercases the question's name, as [`Query::cache_key`] does. Not seen
+    /// by clients: [`WireAnswer::write`] echoes each client's own spelling.
+    pub fn lowercase_question(&mut self) {
+        let name_end = self.question_end as usize - 4;
+        self.bytes[HEADER_LEN..name_end].make_ascii_lowercase();
     }
 }
 
