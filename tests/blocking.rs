@@ -449,7 +449,8 @@ async fn adding_a_big_list_rebuilds_at_idle_priority_and_queries_do_not() {
             .any(|(name, policy)| name == "sinkd-rebuild" && *policy == libc::SCHED_IDLE as u32);
         assert!(
             Instant::now() < deadline,
-            "no rebuild thread seen at idle priority: {policies:?}"
+            "no rebuild thread seen at idle priority: {policies:?}\nsinkd's log:\n{}",
+            sinkd.log()
         );
         if rebuilding_at_idle {
             break policies;
