@@ -43,6 +43,7 @@ pub async fn serve(loaded: Loaded, udp_threads_per_address: usize) -> Result<(),
             .map_err(|e| StartError::Setup(format!("metrics on {addr}: {e}")))?;
         info!(%addr, "metrics at http://{addr}/metrics");
     }
+    let watching = reload::watch(&loaded);
     let load = blocking::load(&loaded);
     blocking::report(&load);
     let mut pipeline = Pipeline::new(&loaded, load.policy).map_err(StartError::Setup)?;
@@ -108,7 +109,7 @@ pub async fn serve(loaded: Loaded, udp_threads_per_address: usize) -> Result<(),
             publisher.publish_counters();
         }
     });
-    let reloader = reload::spawn(loaded.clone(), pipeline.clone());
+    let reloader = watching.spawn(pipeline.clone());
     let ca_file = config.upstream.ca_file.as_ref().map(|p| loaded.resolve(p));
     let tls = upstream::client_tls(ca_file.as_deref()).map_err(StartError::Setup)?;
     remote::spawn(&loaded, pipeline.upstreams().clone(), tls, reloader.clone());

@@ -62,8 +62,20 @@ impl Reloader {
     }
 }
 
-/// Starts the reload thread for `pipeline`, watching what `loaded` names.
-pub fn spawn(loaded: Loaded, pipeline: Arc<Pipeline>) -> Reloader {
+/// The watches on what a configuration names, set before its lists are
+/// read: an edit made while sinkd starts (between reading a list and
+/// watching its directory, once a window of 10 ms and more) would otherwise
+/// be lost until the next one. Its event waits here for the reload thread.
+pub struct Watching {
+    loaded: Loaded,
+    current: Arc<ArcSwap<Loaded>>,
+    triggers: (mpsc::Sender<Trigger>, mpsc::Receiver<Trigger>),
+    watcher: Option<RecommendedWatcher>,
+    watched: Vec<PathBuf>,
+}
+
+/// Watches what `loaded` names; [`Watching::spawn`] starts the reloads.
+pub fn watch(loaded: &Loaded) -> Watching {
     let (tx, rx) = mpsc::channel();
     let events = tx.clone();
     // What is watched changes with each reload; notify's thread drops every
@@ -91,13 +103,34 @@ pub fn spawn(loaded: Loaded, pipeline: Arc<Pipeline>) -> Reloader {
     };
     let mut watched = Vec::new();
     if let Some(w) = watcher.as_mut() {
-        watch(w, &loaded, &mut watched);
+        add_watches(w, loaded, &mut watched);
     }
-    std::thread::Builder::new()
-        .name("sinkd-reload".into())
-        .spawn(move || run(loaded, current, pipeline, rx, watcher, watched))
-        .expect("spawn the reload thread");
-    Reloader(tx)
+    Watching {
+        loaded: loaded.clone(),
+        current,
+        triggers: (tx, rx),
+        watcher,
+        watched,
+    }
+}
+
+impl Watching {
+    /// Starts the reload thread for `pipeline`, built from the lists read
+    /// after the watches were set.
+    pub fn spawn(self, pipeline: Arc<Pipeline>) -> Reloader {
+        let Watching {
+            loaded,
+            current,
+            triggers: (tx, rx),
+            watcher,
+            watched,
+        } = self;
+        std::thread::Builder::new()
+            .name("sinkd-reload".into())
+            .spawn(move || run(loaded, current, pipeline, rx, watcher, watched))
+            .expect("spawn the reload thread");
+        Reloader(tx)
+    }
 }
 
 /// Writes, creations, removals and renames; not opens, reads, or closes
@@ -112,7 +145,7 @@ fn is_change(kind: &EventKind) -> bool {
     }
 }
 
-fn watch(watcher: &mut RecommendedWatcher, loaded: &Loaded, watched: &mut Vec<PathBuf>) {
+fn add_watches(watcher: &mut RecommendedWatcher, loaded: &Loaded, watched: &mut Vec<PathBuf>) {
     for dir in watch_dirs(loaded) {
         if watched.contains(&dir) {
             continue;
@@ -166,7 +199,7 @@ fn run(
                 loaded = fresh;
                 current.store(Arc::new(loaded.clone()));
                 if let Some(w) = watcher.as_mut() {
-                    watch(w, &loaded, &mut watched);
+                    add_watches(w, &loaded, &mut watched);
                 }
             }
             Err(problem) => error!("{problem} (keeping the running configuration)"),
