@@ -148,12 +148,34 @@ pub(crate) fn yield_to_queries() {
         return;
     }
     let idle_refused = std::io::Error::last_os_error();
-    let thread = unsafe { libc::syscall(libc::SYS_gettid) as libc::id_t };
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, thread, 19) } != 0 {
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, current_thread_id(), 19) } != 0 {
         debug!(
             %idle_refused,
             nice_refused = %std::io::Error::last_os_error(),
             "background work runs at normal priority"
+        );
+    }
+}
+
+pub(crate) fn current_thread_id() -> libc::id_t {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as libc::id_t }
+}
+
+/// Moves `thread`, running at idle priority, to the normal policy at nice
+/// 19. Unprivileged, the kernel allows that only within RLIMIT_NICE (the
+/// systemd unit sets `LimitNICE=+19` for it).
+pub(crate) fn lowest_normal_priority(thread: libc::id_t) {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain system calls on one of this process's threads.
+    let refused = unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, thread, 19) != 0
+            || libc::sched_setscheduler(thread as libc::pid_t, libc::SCHED_OTHER, &param) != 0
+    };
+    if refused {
+        warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot raise the list rebuild's priority; it waits for an idle CPU"
         );
     }
 }

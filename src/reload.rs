@@ -208,17 +208,41 @@ fn run(
     }
 }
 
+/// How long a rebuild may wait at idle priority before it goes on at the
+/// lowest normal priority. Idle priority runs it only when no other process
+/// wants the CPU; on a machine kept busy by something else (a transcode, a
+/// backup) that could hold an edit back for as long as that runs.
+const IDLE_PATIENCE: Duration = Duration::from_secs(2);
+
 /// Runs `work` on a thread of its own at idle priority and waits for it:
-/// this thread keeps the normal priority its waits for edits need.
+/// this thread keeps the normal priority its waits for edits need. Past
+/// [`IDLE_PATIENCE`] the work goes on at nice 19, which still leaves
+/// queries nearly all of a contended CPU.
 fn at_idle_priority(work: impl FnOnce() + Send) {
+    let (started, rebuild_thread) = mpsc::channel();
+    let (finished, done) = mpsc::channel::<()>();
     std::thread::scope(|scope| {
-        std::thread::Builder::new()
+        let rebuild = std::thread::Builder::new()
             .name("sinkd-rebuild".into())
-            .spawn_scoped(scope, || {
+            .spawn_scoped(scope, move || {
+                // Dropped when the work ends, however it ends.
+                let _finished = finished;
+                let _ = started.send(crate::current_thread_id());
                 crate::yield_to_queries();
                 work()
             })
-            .expect("spawn the rebuild thread")
+            .expect("spawn the rebuild thread");
+        if let Ok(thread) = rebuild_thread.recv()
+            && done.recv_timeout(IDLE_PATIENCE) == Err(mpsc::RecvTimeoutError::Timeout)
+        {
+            warn!(
+                waited_s = IDLE_PATIENCE.as_secs(),
+                "the list rebuild found no idle CPU (another process keeps it busy); \
+                 it goes on at the lowest normal priority"
+            );
+            crate::lowest_normal_priority(thread);
+        }
+        rebuild
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
@@ -331,4 +355,44 @@ fn apply(loaded: &Loaded, fresh: &Loaded, pipeline: &Pipeline) {
         }
     }
     pipeline.reload_names(fresh);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This thread's scheduling policy and nice value.
+    fn priority() -> (i32, i32) {
+        // SAFETY: queries about the calling thread.
+        unsafe {
+            (
+                libc::sched_getscheduler(0),
+                libc::getpriority(libc::PRIO_PROCESS, 0),
+            )
+        }
+    }
+
+    #[test]
+    fn a_rebuild_still_waiting_after_its_patience_goes_on_at_the_lowest_normal_priority() {
+        let mut quick = None;
+        at_idle_priority(|| quick = Some(priority()));
+        assert_eq!(quick, Some((libc::SCHED_IDLE, 0)));
+
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: reads this process's limit into `limit`.
+        unsafe { libc::getrlimit(libc::RLIMIT_NICE, &mut limit) };
+        if limit.rlim_cur < 1 && unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: leaving idle priority needs root or RLIMIT_NICE >= 1");
+            return;
+        }
+        let mut late = None;
+        at_idle_priority(|| {
+            std::thread::sleep(IDLE_PATIENCE + Duration::from_millis(500));
+            late = Some(priority());
+        });
+        assert_eq!(late, Some((libc::SCHED_OTHER, 19)));
+    }
 }
