@@ -27,8 +27,8 @@ use crate::wire::WireAnswer;
 /// were a second wait for memory on each hit.
 #[repr(C)]
 pub struct Entry {
+    /// When it was stored is derived: `cache_ttl` seconds before this.
     expires: Instant,
-    stored: Instant,
     /// The verdict of the lists and zones when the answer was asked for.
     pub checked: Checked,
     /// The key's last byte, DO and CD; the rest of it is the answer's question.
@@ -52,7 +52,12 @@ pub struct Checked {
 impl Entry {
     /// Whole seconds since the answer was stored, which every TTL loses.
     pub fn age(&self, now: Instant) -> u32 {
-        now.saturating_duration_since(self.stored).as_secs() as u32
+        // Only answers with a cache TTL are stored (`Cache::insert`).
+        let ttl = self.answer.cache_ttl.unwrap_or(0);
+        let left = self.expires.saturating_duration_since(now);
+        // Whole seconds since it was stored, rounded down: the seconds left,
+        // rounded up, taken from its TTL.
+        ttl.saturating_sub(left.as_secs() as u32 + u32::from(left.subsec_nanos() > 0))
     }
 
     fn is_for(&self, key: &[u8]) -> bool {
@@ -103,7 +108,6 @@ impl Cache {
             answer,
             checked,
             variant,
-            stored: now,
             expires: now + Duration::from_secs(ttl as u64),
         };
         store.insert(self.hash(key), Arc::new(entry));
@@ -179,7 +183,9 @@ mod tests {
         );
         let (other, _) = asked("Phono.Example.", false);
         assert!(cache.get(&key_of(&other), now).is_none());
-        let later = now + Duration::from_secs(301);
+        let ages = [0, 999, 1000, 299_999].map(|ms| entry.age(now + Duration::from_millis(ms)));
+        assert_eq!(ages, [0, 0, 1, 299], "whole seconds since it was stored");
+        let later = now + Duration::from_secs(300);
         assert!(cache.get(&key_of(&packet), later).is_none(), "expired");
     }
 
