@@ -372,6 +372,27 @@ mod tests {
         }
     }
 
+    /// The watches work from the moment `watch` returns, before the lists
+    /// are read and the reload thread exists: an edit in between is kept
+    /// for it, not lost.
+    #[test]
+    fn an_edit_before_the_reload_thread_starts_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list.txt");
+        std::fs::write(&list, "one.test\n").unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, "[blocking]\nlists = [\"list.txt\"]\n").unwrap();
+        let loaded = crate::config::load(&config).unwrap();
+
+        let watching = watch(&loaded);
+        std::fs::write(&list, "one.test\ntwo.test\n").unwrap();
+        match watching.triggers.1.recv_timeout(Duration::from_secs(5)) {
+            Ok(Trigger::Changed(path)) => assert_eq!(path.file_name(), list.file_name()),
+            Ok(_) => panic!("a trigger other than the edit"),
+            Err(e) => panic!("the edit was not seen: {e}"),
+        }
+    }
+
     #[test]
     fn a_rebuild_still_waiting_after_its_patience_goes_on_at_the_lowest_normal_priority() {
         let mut quick = None;
