@@ -147,7 +147,9 @@ pub struct Unlogged {
 /// The answer an [`Unlogged`] query was given.
 enum Given {
     Cached(Arc<Entry>),
-    Built(WireAnswer),
+    /// Boxed: a local zone's answer is rare, and every query's `Unlogged`
+    /// would otherwise carry room for its inline bytes.
+    Built(Box<WireAnswer>),
     Forwarded(Arc<Answered>),
 }
 
@@ -682,7 +684,7 @@ impl Pipeline {
             Some(answer) => {
                 answer.write(packet, query, 0, limit(asked.proto, query), out);
                 Unlogged {
-                    answer: Some(Given::Built(answer)),
+                    answer: Some(Given::Built(Box::new(answer))),
                     ..Unlogged::new(asked, query, out, Action::Local)
                 }
             }
