@@ -456,6 +456,7 @@ async fn serve_udp(
     let mut batch = Batch::new();
     let mut key = Vec::with_capacity(300);
     let mut unlogged = Vec::with_capacity(batch::BATCH);
+    let mut places = Vec::with_capacity(batch::BATCH);
     let mut meter = LoadMeter::new();
     let upstream_tasks = UpstreamTasks::default();
     let mut forwarded = Vec::new();
@@ -493,6 +494,15 @@ async fn serve_udp(
             }
         };
         let log_lines = crate::querylog::StagedLines::begin();
+        // A batch's cache lookups wait for memory together, not in turn:
+        // first every set, then every entry.
+        if received > 1 {
+            places.clear();
+            places.extend((0..received).map(|i| pipeline.prefetch(batch.datagram(i).0, &mut key)));
+            for &place in places.iter().flatten() {
+                pipeline.prefetch_entry(place);
+            }
+        }
         for i in 0..received {
             let (packet, src, out) = batch.datagram(i);
             let Some(src) = src else { continue };

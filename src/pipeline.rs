@@ -34,7 +34,7 @@ use ipnet::IpNet;
 use tracing::{debug, warn};
 
 use crate::blocking::{Block, Blocking, NameVerdict, Policy};
-use crate::cache::{Cache, Checked, Entry};
+use crate::cache::{Cache, Checked, Entry, Place};
 use crate::clients::{self, Clients};
 use crate::config::{Loaded, OverLimit};
 use crate::counters::QueryCounters;
@@ -409,6 +409,22 @@ impl Pipeline {
     /// queries so a hit allocates little beyond the answer.
     /// `received`: when the listener read the packet (for UDP, the batch
     /// it came in: one clock reading a batch, not one a query).
+    /// Where the cache would have the answer to `packet`, with the CPU
+    /// asked to start loading that set (see [`Cache::prefetch_set`]). Only
+    /// a hint: nothing is decided here.
+    pub fn prefetch(&self, packet: &[u8], key: &mut Vec<u8>) -> Option<Place> {
+        let query = Query::parse(packet).ok()?;
+        query.cache_key(packet, key);
+        let place = self.cache.place(key)?;
+        self.cache.prefetch_set(place);
+        Some(place)
+    }
+
+    /// See [`Cache::prefetch_entry`].
+    pub fn prefetch_entry(&self, place: Place) {
+        self.cache.prefetch_entry(place);
+    }
+
     pub fn answer_now(
         &self,
         packet: &[u8],
