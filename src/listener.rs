@@ -495,13 +495,18 @@ async fn serve_udp(
         };
         let log_lines = crate::querylog::StagedLines::begin();
         // A batch's cache lookups wait for memory together, not in turn:
-        // first every set, then every entry.
+        // first every set, then every entry. Parsing is as guarded here as
+        // in `answer_now`, which reports the query that makes it panic.
         if received > 1 {
             places.clear();
-            places.extend((0..received).map(|i| pipeline.prefetch(batch.datagram(i).0, &mut key)));
-            for &place in places.iter().flatten() {
-                pipeline.prefetch_entry(place);
-            }
+            unless_panics(|| {
+                places.extend(
+                    (0..received).map(|i| pipeline.prefetch(batch.datagram(i).0, &mut key)),
+                );
+                for &place in places.iter().flatten() {
+                    pipeline.prefetch_entry(place);
+                }
+            });
         }
         for i in 0..received {
             let (packet, src, out) = batch.datagram(i);

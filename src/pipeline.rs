@@ -405,10 +405,6 @@ impl Pipeline {
         self.clients.set_directory(directory);
     }
 
-    /// Everything up to a cache hit. `key` is scratch space reused across
-    /// queries so a hit allocates little beyond the answer.
-    /// `received`: when the listener read the packet (for UDP, the batch
-    /// it came in: one clock reading a batch, not one a query).
     /// Where the cache would have the answer to `packet`, with the CPU
     /// asked to start loading that set (see [`Cache::prefetch_set`]). Only
     /// a hint: nothing is decided here.
@@ -425,6 +421,10 @@ impl Pipeline {
         self.cache.prefetch_entry(place);
     }
 
+    /// Everything up to a cache hit. `key` is scratch space reused across
+    /// queries so a hit allocates little beyond the answer.
+    /// `received`: when the listener read the packet (for UDP, the batch
+    /// it came in: one clock reading a batch, not one a query).
     pub fn answer_now(
         &self,
         packet: &[u8],
