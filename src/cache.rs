@@ -127,12 +127,18 @@ const _: fn() = || {
 };
 
 impl Set {
+    /// The way holding an entry tagged `tag`, and its pointer. Reads the
+    /// set's line only; dereferencing the pointer needs the lock.
+    fn tagged(&self, tag: u32) -> Option<(usize, *mut Entry)> {
+        (0..WAYS)
+            .map(|way| (way, self.entries[way].load(Relaxed)))
+            .find(|&(way, entry)| !entry.is_null() && self.tags[way].load(Relaxed) == tag)
+    }
+
     /// The way holding a fresh entry tagged `tag`. Call with the lock held.
     fn find(&self, tag: u32, now: Instant) -> Option<(usize, *const Entry)> {
         // The tag first: an entry not asked for is not read from memory.
-        let (way, entry) = (0..WAYS)
-            .map(|way| (way, self.entries[way].load(Relaxed)))
-            .find(|&(way, entry)| !entry.is_null() && self.tags[way].load(Relaxed) == tag)?;
+        let (way, entry) = self.tagged(tag)?;
         // SAFETY: a non-null pointer is a live `Arc` of this set's, which
         // only a holder of the lock replaces or frees.
         let fresh = unsafe { (*entry).expires > now };
@@ -147,7 +153,7 @@ impl Set {
     fn victim(&self, tag: u32) -> (usize, u8, u8) {
         let (mut hand, mut marked) = (self.hand.load(Relaxed), self.marked.load(Relaxed));
         let occupied = |way: usize| !self.entries[way].load(Relaxed).is_null();
-        let same = (0..WAYS).find(|&way| occupied(way) && self.tags[way].load(Relaxed) == tag);
+        let same = self.tagged(tag).map(|(way, _)| way);
         if let Some(way) = same.or_else(|| (0..WAYS).find(|&way| !occupied(way))) {
             return (way, hand, marked & !(1 << way));
         }
@@ -206,11 +212,8 @@ impl Cache {
 
     /// Starts loading the entry at `place`, if there is one.
     pub fn prefetch_entry(&self, place: Place) {
-        let set = &self.sets[place.set];
-        for way in 0..WAYS {
-            if set.tags[way].load(Relaxed) == place.tag {
-                prefetch_entry(set.entries[way].load(Relaxed));
-            }
+        if let Some((_, entry)) = self.sets[place.set].tagged(place.tag) {
+            prefetch_entry(entry);
         }
     }
 
